@@ -1,0 +1,49 @@
+# tlcourse: the two commands a user needs are `make lab` (set up + open the course) and `make test`.
+VENV   ?= .venv
+PORT   ?= 8888
+PY     := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: env lab test test-py test-nbs sync-check course bench checkpoints lock clean
+
+## env: build .venv on first use (skipped when settings.ini / constraints are unchanged)
+env:
+	@bash tools/setup_env.sh
+
+## lab: set up, then start JupyterLab on the course start page and print its URL
+lab: env
+	@PORT=$(PORT) bash tools/lab.sh
+
+## test: set up, check notebooks and library are in sync, run pytest and every notebook
+test: env sync-check test-py test-nbs
+
+sync-check:
+	$(PY) tools/check_nbdev_sync.py
+
+test-py:
+	MPLBACKEND=Agg $(PY) -m pytest -q tests
+
+test-nbs:
+	MPLBACKEND=Agg $(VENV)/bin/nbdev_test --n_workers 1 --timing
+
+## course: execute every lecture headless into _site/ (executed notebook + HTML + timing table)
+course: env
+	MPLBACKEND=Agg $(PY) tools/build_course.py
+
+## bench: the learner's per-step overhead over a hand-written loop
+bench: env
+	$(PY) scripts/bench_learner.py
+
+## checkpoints: regenerate the pretrained checkpoints shipped under data/
+checkpoints: env
+	$(PY) scripts/make_checkpoints.py
+
+## lock: refresh requirements/constraints.txt from the current .venv
+lock:
+	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | \
+	  cat requirements/lock-header.txt - > requirements/constraints.txt
+
+clean:
+	rm -rf _site _docs _proc .cache .pytest_cache
