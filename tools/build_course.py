@@ -9,7 +9,7 @@ in its own process so its peak memory is its own.
     python tools/build_course.py --cold     # with an empty cache (the budget is measured this way)
     python tools/build_course.py nbs/10_why_transfer.ipynb
 """
-import argparse, html, json, os, resource, subprocess, sys, tempfile, time
+import argparse, html, json, os, re, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,8 @@ def run_one(nb_path: Path, out_dir: Path) -> dict:
     try:
         client.execute()
     except Exception as e:  # keep the partly executed notebook: it shows where it failed
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        last_line = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1:] or [""]  # drop terminal colours
+        error = f"{type(e).__name__}: {last_line[0]}"
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -1,0 +1,60 @@
+"""Regenerate the pretrained checkpoints shipped under data/checkpoints/ and record them in its manifest.
+
+    python scripts/make_checkpoints.py fashion_cnn     # or: all
+
+Each entry records the objective, data, seed, command, the file's sha256 and the metrics it reached;
+the same seed on the same torch version gives the same metrics.
+"""
+import argparse, json, platform, sys, time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = ROOT / "data" / "checkpoints"
+
+
+def make_fashion_cnn() -> dict:
+    from tlcourse.transfer import pretrain_source_cnn
+    from tlcourse.models import save_weights
+    settings = dict(epochs=8, lr=3e-3, batch_size=128, weight_decay=1e-4, seed=0)
+    start = time.perf_counter()
+    model, history = pretrain_source_cnn(**settings, progress=False)
+    seconds = time.perf_counter() - start
+    last = history.to_frame().iloc[-1]
+    architecture = dict(in_channels=1, num_classes=10)
+    sha = save_weights(model, CHECKPOINTS / "fashion_cnn.safetensors",
+                       metadata=dict(architecture=json.dumps(architecture), **settings))
+    return dict(file="fashion_cnn.safetensors", sha256=sha, size=(CHECKPOINTS / "fashion_cnn.safetensors").stat().st_size,
+                architecture=architecture, model="tlcourse.models.SmallCNN",
+                objective="supervised classification (cross-entropy)",
+                data="fashion_mnist train split (20,000 images, data/fashion_mnist.npz)",
+                settings=settings, source_test_accuracy=round(float(last["valid_accuracy"]), 4),
+                command="python scripts/make_checkpoints.py fashion_cnn", seconds=round(seconds, 1),
+                torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+                license="Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)")
+
+
+BUILDERS = {"fashion_cnn": make_fashion_cnn}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help="checkpoint names or `all`: " + ", ".join(BUILDERS))
+    args = parser.parse_args(argv)
+    names = list(BUILDERS) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown: parser.error(f"unknown checkpoint(s) {unknown}; known: {', '.join(BUILDERS)} or all")
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    manifest_path = CHECKPOINTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for name in names:
+        print(f"building {name} ...", flush=True)
+        manifest[name] = BUILDERS[name]()
+        print(f"  {name}: sha256 {manifest[name]['sha256'][:16]}..., {manifest[name]['seconds']} s", flush=True)
+        manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
