@@ -22,10 +22,14 @@ PY
 start=$(date +%s)
 echo "== tlcourse: building $VENV (first run takes about 2 minutes) =="
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip="$VENV/bin/python -m pip --disable-pip-version-check"
+pip_install() {
+  # some machines' pip configs name local index folders that may not exist; their warnings are noise here
+  "$VENV/bin/python" -m pip --disable-pip-version-check install -q -c "$CONSTRAINTS" "$@" 2>&1 \
+    | sed '/is ignored: it is neither a file nor a directory/d'
+}
 # torch first, alone, pinned: anything unpinned would pull the multi-GB CUDA build.
-$pip install -q -c "$CONSTRAINTS" torch==2.13.0
-$pip install -q -c "$CONSTRAINTS" -e ".[dev]"
+pip_install torch==2.13.0
+pip_install -e ".[dev]"
 "$VENV/bin/python" tools/torchvision_cpu_fix.py
 "$VENV/bin/python" tools/selfcheck.py
 echo "$want" > "$stamp"
