@@ -30,7 +30,7 @@ test-nbs:
 
 ## course: execute every lecture headless into _site/ (executed notebook + HTML + timing table)
 course: env
-	MPLBACKEND=Agg $(PY) tools/build_course.py
+	$(PY) tools/build_course.py
 
 ## bench: the learner's per-step overhead over a hand-written loop
 bench: env

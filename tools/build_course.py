@@ -70,7 +70,8 @@ def main() -> int:
     if args.one:
         print(json.dumps(run_one(args.one.resolve(), SITE))); return 0
     nbs = [p.resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
-    env = dict(os.environ, MPLBACKEND="Agg", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    # the kernel must draw figures inline (headless) so they land in the executed notebook and its HTML page
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cold_dir = tempfile.TemporaryDirectory() if args.cold else None
     if cold_dir: env["TLCOURSE_CACHE"] = cold_dir.name
     rows = []
