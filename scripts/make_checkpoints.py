@@ -38,6 +38,17 @@ def make_fashion_cnn() -> dict:
 BUILDERS = {"fashion_cnn": make_fashion_cnn}
 
 
+def record_checkpoint(name: str, entry: dict):
+    "Add or replace one manifest entry, re-reading the file first so entries written meanwhile are kept; atomic write."
+    import os, tempfile
+    manifest_path = CHECKPOINTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = entry
+    fd, tmp = tempfile.mkstemp(dir=CHECKPOINTS, suffix=".tmp")
+    with os.fdopen(fd, "w") as f: f.write(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    os.replace(tmp, manifest_path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", help="checkpoint names or `all`: " + ", ".join(BUILDERS))
@@ -46,13 +57,11 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in BUILDERS]
     if unknown: parser.error(f"unknown checkpoint(s) {unknown}; known: {', '.join(BUILDERS)} or all")
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    manifest_path = CHECKPOINTS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for name in names:
         print(f"building {name} ...", flush=True)
-        manifest[name] = BUILDERS[name]()
-        print(f"  {name}: sha256 {manifest[name]['sha256'][:16]}..., {manifest[name]['seconds']} s", flush=True)
-        manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+        entry = BUILDERS[name]()
+        record_checkpoint(name, entry)
+        print(f"  {name}: sha256 {entry['sha256'][:16]}..., {entry['seconds']} s", flush=True)
     return 0
 
 
