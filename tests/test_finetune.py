@@ -1,0 +1,256 @@
+"""Lecture 4's library: freezing, discriminative rates, schedules, LR finder, gradual unfreezing, LP-FT, L2-SP, recipe."""
+import copy, math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tlcourse.data import TensorImageDataset, make_loader
+from tlcourse.finetune import (GradualUnfreezing, L2SP, constant_schedule, fine_tune, freeze, freeze_up_to,
+                               l2_sp_penalty, layerwise_lr_groups, lp_ft, lr_find, one_cycle, probe_to_head,
+                               slanted_triangular_lr, slanted_triangular_schedule, train_only, trainable_stages,
+                               unfreeze, warmup_cosine)
+from tlcourse.learner import Callback, Learner, set_seed
+from tlcourse.models import SmallCNN, TinyTransformer
+from tlcourse.transfer import LinearProbe, fit_linear_probe
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLCOURSE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def data():
+    "40 random 28x28 images with 4 classes: enough to take real optimiser steps."
+    g = torch.Generator().manual_seed(0)
+    return TensorImageDataset(torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 4)
+
+
+def small_cnn(num_classes=4):
+    set_seed(0)
+    return SmallCNN(num_classes=num_classes, widths=(4, 8, 8))
+
+
+def record_lrs(learn):
+    return np.array(learn.history.lrs)
+
+
+# ---------------------------------------------------------------- schedules equal their formulas at every step
+def stlr_by_hand(t, T, lr_max, cut_frac, ratio):
+    "Howard & Ruder (2018), eq. 3, written out again."
+    cut = int(T * cut_frac)
+    if t < cut: p = t / cut
+    else: p = 1 - (t - cut) / (cut * (1 / cut_frac - 1))
+    return lr_max * (1 + p * (ratio - 1)) / ratio
+
+
+@pytest.mark.parametrize("T,cut_frac,ratio", [(100, 0.1, 32), (37, 0.2, 10), (10, 0.1, 32)])
+def test_slanted_triangular_lr_equals_the_paper_formula(T, cut_frac, ratio):
+    for t in range(T + 1):
+        assert slanted_triangular_lr(t, T, 0.01, cut_frac, ratio) == pytest.approx(stlr_by_hand(t, T, 0.01, cut_frac, ratio), rel=1e-12)
+    cut = int(T * cut_frac)
+    assert slanted_triangular_lr(cut, T, 0.01, cut_frac, ratio) == pytest.approx(0.01)      # the peak
+    assert slanted_triangular_lr(0, T, 0.01, cut_frac, ratio) == pytest.approx(0.01 / ratio)  # the start
+
+
+def test_slanted_triangular_too_few_steps_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 10 steps"):
+        slanted_triangular_lr(0, 5, 0.01, cut_frac=0.1)
+
+
+def cos_between(a, b, x): return b + (a - b) * (1 + math.cos(math.pi * x)) / 2
+
+
+@pytest.mark.parametrize("name", ["constant", "warmup_cosine", "one_cycle", "slanted"])
+def test_learner_applies_each_schedule_exactly_at_every_step(data, name):
+    model = small_cnn()
+    loader = make_loader(data, 8)  # 5 batches per epoch
+    T = 3 * len(loader)
+    schedule = {"constant": constant_schedule, "warmup_cosine": warmup_cosine(0.2, final=0.1),
+                "one_cycle": one_cycle(0.3, div=10, final_div=100), "slanted": slanted_triangular_schedule(T, 0.2, 8)}[name]
+    def by_hand(t):
+        p = t / T
+        if name == "constant": return 1.0
+        if name == "warmup_cosine": return p / 0.2 if p < 0.2 else cos_between(1, 0.1, (p - 0.2) / 0.8)
+        if name == "one_cycle": return cos_between(0.1, 1, p / 0.3) if p < 0.3 else cos_between(1, 0.01, (p - 0.3) / 0.7)
+        return stlr_by_hand(t, T, 1.0, 0.2, 8)
+    learn = Learner(model, loader, param_groups=layerwise_lr_groups(model, 0.01, 0.5), lr=0.01, schedule=schedule,
+                    progress=False)
+    learn.fit(3)
+    base = np.array([0.01 * 0.5 ** d for d in (4, 3, 2, 1, 0)])
+    expected = np.array([[by_hand(t) * b for b in base] for t in range(T)])
+    np.testing.assert_allclose(record_lrs(learn), expected, rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------- param groups
+def test_layerwise_groups_carry_the_rates_asked_for():
+    model = small_cnn()
+    groups = layerwise_lr_groups(model, base_lr=1e-3, decay=1 / 2.6)
+    assert [g["name"] for g in groups] == model.stage_names
+    learn = Learner(model, [(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))], param_groups=groups, lr=1e-3, progress=False)
+    for group, depth in zip(learn.opt.param_groups, (4, 3, 2, 1, 0)):
+        assert group["lr"] == pytest.approx(1e-3 / 2.6 ** depth, rel=1e-12)
+    # every parameter is in exactly one group
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+
+
+def test_layerwise_groups_work_for_a_transformer_and_reject_bad_input():
+    model = TinyTransformer(vocab_size=50, num_classes=2, d_model=16, n_layers=3, n_heads=2)
+    groups = layerwise_lr_groups(model, 1.0, 0.5)
+    assert [(g["name"], g["lr"]) for g in groups] == [("stem", 1 / 16), ("block1", 1 / 8), ("block2", 1 / 4),
+                                                      ("block3", 1 / 2), ("head", 1.0)]
+    with pytest.raises(ValueError, match="decay must be a positive"): layerwise_lr_groups(model, 1.0, 0)
+    with pytest.raises(TypeError, match="not a StagedModel"): layerwise_lr_groups(nn.Linear(2, 2), 1.0)
+
+
+# ---------------------------------------------------------------- freezing
+def test_bad_stage_name_fails_naming_the_stages_that_exist():
+    model = small_cnn()
+    with pytest.raises(ValueError, match=r"No stage named 'block2'.*\['stem', 'stage1', 'stage2', 'stage3', 'head'\]"):
+        freeze_up_to(model, "block2")
+    with pytest.raises(ValueError, match="stages are"): train_only(model, ["stage1", "stag3"])
+    with pytest.raises(ValueError, match="nothing to train"): freeze_up_to(model, "head")
+
+
+def test_frozen_parameters_bit_identical_while_trainable_ones_change(data):
+    model = freeze_up_to(small_cnn(), "stage2")
+    assert trainable_stages(model) == ["stage3", "head"]
+    before = copy.deepcopy(model.state_dict())
+    Learner(model, make_loader(data, 8, shuffle=True), lr=1e-2, weight_decay=0.1, progress=False).fit(2)
+    after = model.state_dict()
+    for key in after:
+        frozen = key.split(".")[1] in ("stem", "stage1", "stage2")
+        if frozen: assert torch.equal(before[key], after[key]), key  # weights and BatchNorm statistics
+    for stage in ("stage3", "head"):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(f"stages.{stage}."))
+
+
+def test_freeze_bn_stats_option(data):
+    model = freeze_up_to(small_cnn(), "stage1", freeze_bn_stats=False)
+    before = copy.deepcopy(model.state_dict())
+    Learner(model, make_loader(data, 8), lr=1e-2, progress=False).fit(1)
+    after = model.state_dict()
+    assert torch.equal(before["stages.stem.0.weight"], after["stages.stem.0.weight"])        # weights frozen
+    assert not torch.equal(before["stages.stem.1.running_mean"], after["stages.stem.1.running_mean"])  # stats adapt
+    # and with the default, a frozen stage stays in eval mode even after model.train()
+    model = freeze(small_cnn(), "stem").train()
+    model(torch.rand(2, 1, 28, 28))
+    assert not model.stage("stem").training and model.stage("stage1").training
+
+
+def test_unfreeze_restores_training_and_train_only_keeps_one_stage():
+    model = freeze(small_cnn()).train()
+    assert trainable_stages(model) == []
+    unfreeze(model, "stage2")
+    model(torch.rand(2, 1, 28, 28))
+    assert trainable_stages(model) == ["stage2"] and model.stage("stage2").training
+    assert trainable_stages(train_only(model, "stem")) == ["stem"]
+
+
+# ---------------------------------------------------------------- gradual unfreezing
+class RecordTrainable(Callback):
+    def __init__(self): self.seen = []
+    def after_epoch(self, learn): self.seen.append(trainable_stages(learn.model))
+
+
+def test_gradual_unfreezing_order(data):
+    model = small_cnn()
+    names = model.stage_names
+    stem_before = copy.deepcopy(model.stage("stem").state_dict())
+    unfreezing, record = GradualUnfreezing(), RecordTrainable()
+    learn = Learner(model, make_loader(data, 20), param_groups=layerwise_lr_groups(model, 1e-2), lr=1e-2,
+                    callbacks=[unfreezing, record], progress=False)
+    learn.fit(6)
+    expected = [names[-k:] for k in (1, 2, 3, 4, 5, 5)]  # head, then one more stage per epoch from the top
+    assert unfreezing.unfrozen == expected and record.seen == expected
+    # the stem only trained in the last two epochs; two stages per epoch unfreezes twice as fast
+    gu2 = GradualUnfreezing(stages_per_epoch=2)
+    Learner(small_cnn(), make_loader(data, 20), lr=1e-2, callbacks=[gu2], progress=False).fit(3)
+    assert gu2.unfrozen == [names[-1:], names[-3:], names]
+    assert any(not torch.equal(v, model.stage("stem").state_dict()[k]) for k, v in stem_before.items())
+
+
+# ---------------------------------------------------------------- L2-SP
+def test_l2_sp_zero_at_pretrained_weights_and_gradient_by_hand():
+    model = small_cnn()
+    reference = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("stages.head.")}
+    assert l2_sp_penalty(model, reference, alpha=1.0, beta=0.0).item() == 0.0
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(0.1 * torch.randn(p.shape, generator=g))
+    alpha, beta = 0.3, 0.7
+    penalty = l2_sp_penalty(model, reference, alpha, beta)
+    # the value by hand, with explicit loops over the parameters
+    value = 0.0
+    for name, p in model.named_parameters():
+        if name.startswith("stages.head."): value += beta / 2 * float((p.detach().double() ** 2).sum())
+        else: value += alpha / 2 * float(((p.detach().double() - reference[name].double()) ** 2).sum())
+    assert penalty.item() == pytest.approx(value, rel=1e-5)
+    penalty.backward()
+    for name, p in model.named_parameters():
+        expected = beta * p if name.startswith("stages.head.") else alpha * (p - reference[name])
+        assert torch.allclose(p.grad, expected, atol=1e-7), name
+
+
+def test_l2_sp_callback_adds_the_penalty_and_warns_about_weight_decay(data):
+    model = small_cnn()
+    callback = L2SP(model, alpha=0.5, beta=0.0)
+    class Check(Callback):
+        def after_loss(self, learn): self.loss = learn.loss.item()
+    check = Check()
+    learn = Learner(model, make_loader(data, 40), lr=1e-9, callbacks=[callback, check], progress=False)
+    learn.fit(2)  # at lr 1e-9 the weights barely move, so the penalty stays ~0: the loss is cross-entropy alone
+    assert check.loss == pytest.approx(learn.history.train_loss[-1])
+    with torch.no_grad(): model.stages.stem[0].weight.add_(1.0)
+    learn.fit(1)
+    n = model.stages.stem[0].weight.numel()
+    assert learn.history.train_loss[-1] > math.log(4) - 0.5 + 0.5 / 2 * n * 0.9  # the penalty is in the loss
+    with pytest.warns(UserWarning, match="weight_decay"):
+        Learner(model, make_loader(data, 40), lr=1e-9, weight_decay=0.1, callbacks=[L2SP(model)], progress=False).fit(1)
+
+
+# ---------------------------------------------------------------- LP-FT, LR finder, recipe
+def test_probe_to_head_reproduces_the_probe(data):
+    model = small_cnn().eval()
+    features = model.features(data.images).detach()
+    probe = fit_linear_probe(features, data.labels, 4, steps=20)
+    probe_to_head(probe, model)
+    with torch.no_grad():
+        assert torch.allclose(model(data.images), probe(features), atol=1e-5)
+    with pytest.raises(ValueError, match="fit the probe on model.features"):
+        probe_to_head(LinearProbe(torch.rand(5, 3), 4), model)
+
+
+def test_lp_ft_starts_from_the_probed_head(data):
+    model = small_cnn()
+    learn = lp_ft(model, data, lr=1e-3, steps=5, probe_steps=10)
+    assert trainable_stages(model) == model.stage_names and len(learn.history) > 0
+
+
+def test_lr_find_restores_everything(data):
+    model = small_cnn()
+    learn = Learner(model, make_loader(data, 8, shuffle=True), lr=1e-3, seed=0, progress=False)
+    before = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    result = lr_find(learn, 1e-5, 10.0, num_steps=12)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state()) and len(learn.history) == 0
+    assert len(result.lrs) == len(result.losses) >= 2
+    ratios = np.array(result.lrs[1:]) / np.array(result.lrs[:-1])
+    np.testing.assert_allclose(ratios, (10.0 / 1e-5) ** (1 / 11), rtol=1e-9)  # exponential sweep
+    assert 1e-5 <= result.suggestion <= 10.0
+    assert learn.opt.param_groups[0]["lr"] == pytest.approx(1e-3) and learn.callbacks == []
+
+
+def test_fine_tune_recipe_freezes_then_trains_everything(data):
+    model = small_cnn()
+    before = copy.deepcopy(model.state_dict())
+    learn = fine_tune(model, make_loader(data, 20), epochs=1, base_lr=1e-2, freeze_epochs=1, progress=False)
+    assert len(learn.head_history) == 2 and len(learn.history) == 2
+    assert [g["name"] for g in learn.opt.param_groups] == model.stage_names
+    assert learn.opt.param_groups[-1]["base_lr"] == pytest.approx(5e-3)
+    assert trainable_stages(model) == model.stage_names
+    assert not torch.equal(before["stages.stem.0.weight"], model.state_dict()["stages.stem.0.weight"])
