@@ -70,9 +70,37 @@ def make_text_lm(name: str, objective: str) -> dict:
                         "BERT uncased WordPiece vocabulary, Apache-2.0)")
 
 
+def make_gnn(name: str, objective: str) -> dict:
+    "A graph neural network pretrained self-supervised on generated graphs (tlcourse.graphs), with its task's defaults."
+    from tlcourse.pretrain import make_task, pretrain
+    from tlcourse.models import save_weights
+    seed, threads = 0, torch.get_num_threads()
+    torch.set_num_threads(1)  # batches of small graphs: one thread is as fast, and the same on every machine
+    try:
+        task = make_task(objective, seed=seed)
+        start = time.perf_counter()
+        model, history = pretrain(task, seed=seed, progress=False)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    last = history.to_frame().iloc[-1]
+    file = f"{name}.safetensors"
+    sha = save_weights(model, CHECKPOINTS / file, metadata=dict(architecture=json.dumps(task.architecture),
+                                                                objective=objective, seed=seed))
+    settings = dict(seed=seed, epochs=task.epochs, batch_size=task.batch_size, lr=task.lr, weight_decay=task.weight_decay,
+                    n_train=len(task.train_set), n_valid=len(task.valid_set), mask_rate=task.collate_fn.mask_rate)
+    metrics = {k: round(float(last[k]), 4) for k in last.index if k.startswith(("train_", "valid_"))}
+    return dict(file=file, sha256=sha, size=(CHECKPOINTS / file).stat().st_size, architecture=task.architecture,
+                model="tlcourse.graphs.GNN", objective=task.description, objective_name=objective, data=task.data,
+                settings=settings, metrics=metrics, command=f"python scripts/make_checkpoints.py {name}",
+                seconds=round(seconds, 1), torch=torch.__version__, threads=1, machine=platform.machine(),
+                license="Apache-2.0 (trained by tlcourse on graphs generated with networkx)")
+
+
 BUILDERS = {"fashion_cnn": make_fashion_cnn}
 BUILDERS["mlm_transformer"] = lambda: make_text_lm("mlm_transformer", "mlm")
 BUILDERS["next_token_transformer"] = lambda: make_text_lm("next_token_transformer", "next_token")
+BUILDERS["gnn_attribute_masking"] = lambda: make_gnn("gnn_attribute_masking", "graph_attribute_masking")
 
 
 def record_checkpoint(name: str, entry: dict):
