@@ -97,10 +97,39 @@ def make_gnn(name: str, objective: str) -> dict:
                 license="Apache-2.0 (trained by tlcourse on graphs generated with networkx)")
 
 
+def make_image_ssl(name: str, objective: str) -> dict:
+    "A SmallCNN pretrained without labels on Fashion-MNIST images ('simclr' or 'denoising'), with its task's defaults."
+    from tlcourse.pretrain import make_task, pretrain, task_builder, _recipe_defaults
+    from tlcourse.models import save_weights
+    seed = 0
+    settings = {**_recipe_defaults(task_builder(objective)), "seed": seed}  # the task's defaults are the shipped recipe
+    if objective == "simclr":
+        from tlcourse.pretrain import simclr_augmentations
+        settings["augmentation"] = _recipe_defaults(simclr_augmentations)
+    task = make_task(objective, seed=seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model, history = pretrain(task, seed=seed, progress=False)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    last = history.to_frame().iloc[-1]
+    file = f"{name}.safetensors"
+    sha = save_weights(model, CHECKPOINTS / file, metadata=dict(architecture=json.dumps(task.architecture),
+                                                                objective=objective, seed=seed))
+    metrics = {k: round(float(last[k]), 4) for k in last.index if k.startswith(("train_", "valid_"))}
+    metrics["first_epoch_train_loss"] = round(float(history.epochs[0]["train_loss"]), 4)
+    return dict(file=file, sha256=sha, size=(CHECKPOINTS / file).stat().st_size, architecture=task.architecture,
+                model="tlcourse.models.SmallCNN", objective=task.description, objective_name=objective, data=task.data,
+                settings=settings, metrics=metrics, command=f"python scripts/make_checkpoints.py {name}",
+                seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1), torch=torch.__version__,
+                threads=torch.get_num_threads(), machine=platform.machine(),
+                license="Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)")
+
+
 BUILDERS = {"fashion_cnn": make_fashion_cnn}
 BUILDERS["mlm_transformer"] = lambda: make_text_lm("mlm_transformer", "mlm")
 BUILDERS["next_token_transformer"] = lambda: make_text_lm("next_token_transformer", "next_token")
 BUILDERS["gnn_attribute_masking"] = lambda: make_gnn("gnn_attribute_masking", "graph_attribute_masking")
+BUILDERS["simclr_cnn"] = lambda: make_image_ssl("simclr_cnn", "simclr")
+BUILDERS["denoising_cnn"] = lambda: make_image_ssl("denoising_cnn", "denoising")
 
 
 def record_checkpoint(name: str, entry: dict):
