@@ -124,7 +124,29 @@ def make_image_ssl(name: str, objective: str) -> dict:
                 license="Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)")
 
 
-BUILDERS = {"fashion_cnn": make_fashion_cnn}
+def make_fashion_superclass_cnn() -> dict:
+    "3 super-classes of Fashion-MNIST learned from one set of sub-classes (lecture 4b's feature-level shift source)."
+    from tlcourse.finetune_experiments import pretrain_superclass_cnn, FASHION_SUPERCLASSES
+    from tlcourse.models import save_weights
+    settings = dict(epochs=4, lr=3e-3, batch_size=128, weight_decay=1e-4, seed=0)
+    start = time.perf_counter()
+    model, history = pretrain_superclass_cnn(**settings, progress=False)
+    seconds = time.perf_counter() - start
+    last = history.to_frame().iloc[-1]
+    architecture = dict(in_channels=1, num_classes=3)
+    path = CHECKPOINTS / "fashion_superclass_cnn.safetensors"
+    sha = save_weights(model, path, metadata=dict(architecture=json.dumps(architecture), **settings))
+    return dict(file=path.name, sha256=sha, size=path.stat().st_size, architecture=architecture,
+                model="tlcourse.models.SmallCNN", objective="supervised classification (cross-entropy) of 3 super-classes",
+                data="fashion_mnist train split, source sub-classes of tlcourse.finetune_experiments.FASHION_SUPERCLASSES "
+                     f"{ {k: v[0] for k, v in FASHION_SUPERCLASSES.items()} } (10,000 images)",
+                settings=settings, source_test_accuracy=round(float(last["valid_accuracy"]), 4),
+                command="python scripts/make_checkpoints.py fashion_superclass_cnn", seconds=round(seconds, 1),
+                torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+                license="Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)")
+
+
+BUILDERS = {"fashion_cnn": make_fashion_cnn, "fashion_superclass_cnn": make_fashion_superclass_cnn}
 BUILDERS["mlm_transformer"] = lambda: make_text_lm("mlm_transformer", "mlm")
 BUILDERS["next_token_transformer"] = lambda: make_text_lm("next_token_transformer", "next_token")
 BUILDERS["gnn_attribute_masking"] = lambda: make_gnn("gnn_attribute_masking", "graph_attribute_masking")
