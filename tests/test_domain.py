@@ -15,6 +15,15 @@ from tlcourse.domain import (ADAPTATION_TERMS, AdaptationLoss, DomainAdaptationN
 from tlcourse.learner import Learner
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "Tiny networks: one thread is as fast, and avoids threads spin-waiting on a busy machine; restored afterwards."
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- gradient reversal
 @pytest.mark.parametrize("lambda_", [0.0, 0.3, 1.0, 2.5])
 def test_reversal_forward_is_identity_and_gradient_is_minus_lambda(lambda_):
