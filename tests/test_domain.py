@@ -120,6 +120,15 @@ def test_mmd_of_sample_with_itself_is_zero_and_grows_with_mean_shift():
     assert with_default[0] < with_default[1] < with_default[2]
 
 
+def test_mmd_degenerate_inputs():
+    same_point = torch.ones(5, 3)
+    assert multi_kernel_mmd(same_point, same_point.clone()).item() == 0  # no 0 / 0 from a zero bandwidth
+    with pytest.raises(ValueError, match="bandwidths must be positive"):
+        multi_kernel_mmd(torch.randn(4, 2), torch.randn(4, 2), bandwidths=[1.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        multi_kernel_mmd(torch.randn(1, 2), torch.randn(4, 2), unbiased=True)
+
+
 def test_mmd_is_differentiable():
     S = torch.randn(10, 3, requires_grad=True)
     multi_kernel_mmd(S, torch.randn(12, 3) + 1).backward()
