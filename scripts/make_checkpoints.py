@@ -1,6 +1,12 @@
 """Regenerate the pretrained checkpoints shipped under data/checkpoints/ and record them in its manifest.
 
     python scripts/make_checkpoints.py fashion_cnn     # or: all
+    tlcourse checkpoints fashion_cnn                   # the same, from the console script
+    tlcourse pretrain supervised --ship                # the same recipe, reached through its objective
+
+`BUILDERS` is the one list of course checkpoints and their recipes (each builds its task with
+tlcourse.pretrain.make_task); `tlcourse pretrain <objective> --ship` runs the recipe of the objective's
+checkpoint (tlcourse.cli.SHIPPED_NAMES) and refuses to overwrite it with other settings.
 
 Each entry records the objective, data, seed, command, the file's sha256 and the metrics it reached;
 the same seed on the same torch version gives the same metrics.
@@ -155,14 +161,9 @@ BUILDERS["denoising_cnn"] = lambda: make_image_ssl("denoising_cnn", "denoising")
 
 
 def record_checkpoint(name: str, entry: dict):
-    "Add or replace one manifest entry, re-reading the file first so entries written meanwhile are kept; atomic write."
-    import os, tempfile
-    manifest_path = CHECKPOINTS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[name] = entry
-    fd, tmp = tempfile.mkstemp(dir=CHECKPOINTS, suffix=".tmp")
-    with os.fdopen(fd, "w") as f: f.write(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
-    os.replace(tmp, manifest_path)
+    "Add or replace one manifest entry (re-read first, written atomically): the one writer, shared with `tlcourse pretrain --ship`."
+    from tlcourse.cli import record_checkpoint as record
+    record(name, entry, CHECKPOINTS)
 
 
 def main(argv=None) -> int:

@@ -155,3 +155,24 @@ def test_class_path_refuses_local_classes():
     with pytest.raises(ValueError, match="importable class"):
         C.class_path(Local())
     assert C.class_path(C.MLPClassifier()) == "tlcourse.cli.MLPClassifier"
+
+
+def test_course_checkpoint_ships_through_its_recipe(tmp_path, monkeypatch, capsys):
+    "`tlcourse pretrain supervised --ship` runs fashion_cnn's recipe in scripts/make_checkpoints.py; overrides are refused."
+    recipes = C.checkpoint_recipes()
+    calls = []
+    def fake_recipe():
+        calls.append(1)
+        (tmp_path / "fashion_cnn.safetensors").write_bytes(b"weights")
+        return dict(file="fashion_cnn.safetensors", sha256="abc", seconds=0.1, source_test_accuracy=0.9)
+    monkeypatch.setitem(recipes.BUILDERS, "fashion_cnn", fake_recipe)
+    monkeypatch.setattr(recipes, "CHECKPOINTS", tmp_path)
+    status, result, _ = run_cli(capsys, "pretrain", "supervised", "--ship", "--out", str(tmp_path / "copy.safetensors"))
+    assert status == 0 and calls == [1] and result["metrics"] == {"source_test_accuracy": 0.9}
+    assert json.loads((tmp_path / "manifest.json").read_text())["fashion_cnn"]["sha256"] == "abc"
+    assert (tmp_path / "copy.safetensors").read_bytes() == b"weights"
+    for argv in (["supervised", "--epochs", "1", "--ship"], ["simclr", "--ship", "fashion_cnn"]):
+        status, _, err = run_cli(capsys, "pretrain", *argv)
+        assert status == 2 and "course checkpoint" in err and "--ship my_checkpoint" in err
+    assert calls == [1]
+    assert run_cli(capsys, "checkpoints", "fashion_cnn")[0] == 0 and calls == [1, 1]
