@@ -237,3 +237,15 @@ def test_attribute_masking_trainer_predicts_masked_nodes_only():
     assert logits.shape == (len(masked["masked_nodes"]), DEGREE_CLASSES + CLUSTERING_CLASSES)
 
 
+def test_pretraining_task_reduces_the_loss():
+    from tlcourse.pretrain import PretrainTask, make_task, pretrain
+    task = make_task("graph_attribute_masking", seed=0, n_train=120, n_valid=30, epochs=4, batch_size=16, hidden=16)
+    assert isinstance(task, PretrainTask) and task.architecture["hidden"] == 16
+    assert task.train_set.labels is None and len(task.train_set) == 120
+    model, history = pretrain(task, seed=0, progress=False)
+    assert model is task.model and model.stage_names[-1] == "head"
+    losses = history.to_frame()["train_loss"]
+    assert losses.iloc[-1] < losses.iloc[0]
+    again = attribute_masking_task(seed=0, n_train=120, n_valid=30, epochs=4, batch_size=16, hidden=16)
+    assert all(torch.equal(p, q) for p, q in zip(again.model.parameters(), make_task(
+        "graph_attribute_masking", seed=0, n_train=120, n_valid=30, hidden=16).model.parameters()))
