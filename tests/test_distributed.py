@@ -17,7 +17,8 @@ def free_port() -> int:
 
 def torchrun(args, n_processes=2, timeout=150):
     "Run `tlcourse pretrain ARGS` in `n_processes` CPU processes; returns rank 0's JSON result."
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    if sys.platform.startswith("linux"): env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on the loopback device only
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_processes),
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "tlcourse.cli", "pretrain", *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
