@@ -254,3 +254,41 @@ def test_fine_tune_recipe_freezes_then_trains_everything(data):
     assert learn.opt.param_groups[-1]["base_lr"] == pytest.approx(5e-3)
     assert trainable_stages(model) == model.stage_names
     assert not torch.equal(before["stages.stem.0.weight"], model.state_dict()["stages.stem.0.weight"])
+
+
+# ---------------------------------------------------------------- lecture 4b's helpers
+def test_superclass_task_shares_labels_but_not_sub_classes():
+    from tlcourse.data import load_fashion_mnist
+    from tlcourse.finetune_experiments import FASHION_SUPERCLASSES, superclass_task
+    source, target = superclass_task("test", "source"), superclass_task("test", "target")
+    assert source.classes == target.classes == list(FASHION_SUPERCLASSES)
+    assert set(source.labels.tolist()) == set(target.labels.tolist()) == {0, 1, 2}
+    # no image of the target appears in the source: the sub-classes differ
+    fashion = load_fashion_mnist("test")
+    source_subs = {c for src, _ in FASHION_SUPERCLASSES.values() for c in src}
+    target_subs = {c for _, tgt in FASHION_SUPERCLASSES.values() for c in tgt}
+    assert not source_subs & target_subs
+    assert len(source) == int(torch.isin(fashion.labels, torch.tensor(sorted(source_subs))).sum())
+    with pytest.raises(ValueError, match="side must be"): superclass_task("test", "both")
+
+
+def test_surgical_fine_tune_changes_only_the_chosen_stage(data):
+    from tlcourse.finetune_experiments import surgical_fine_tune
+    source = small_cnn()
+    tuned = surgical_fine_tune(source, data, "stage2", steps=4)
+    for stage in source.stage_names:
+        same = all(torch.equal(a, b) for a, b in zip(source.stage(stage).state_dict().values(), tuned.stage(stage).state_dict().values()))
+        assert same == (stage != "stage2"), stage
+    with pytest.raises(ValueError, match="stages are"): surgical_fine_tune(source, data, "layer9", steps=1)
+
+
+def test_top_stages_on_cached_maps_equal_the_whole_network(data):
+    from tlcourse.finetune_experiments import top_stages
+    from tlcourse.transfer import extract_features
+    model = small_cnn().eval()
+    maps = extract_features(model, data.images, stage="stage2", grid=7, cache=False)  # stage2 output is 8 x 7 x 7
+    top = top_stages(model, "stage2", (8, 7, 7)).eval()
+    with torch.no_grad(): assert torch.allclose(top(maps), model(data.images), atol=1e-5)
+    assert top.stage_names == ["stem", "stage3", "head"]
+    with torch.no_grad(): assert torch.allclose(top(maps.view(-1, 8, 7, 7)), model(data.images), atol=1e-5)  # maps already shaped
+    with pytest.raises(ValueError, match="nothing above the head"): top_stages(model, "head", (4,))

@@ -4,7 +4,10 @@
 
 # %% ../nbs/41_finetune_experiments.ipynb #bbfa29c3
 from __future__ import annotations
+import copy
+
 import torch
+from torch import nn
 
 from .data import TensorImageDataset, load_fashion_mnist, make_loader
 from .learner import Learner, set_seed
@@ -12,7 +15,7 @@ from .models import SmallCNN
 from .transfer import cosine_schedule
 
 # %% auto #0
-__all__ = ['FASHION_SUPERCLASSES', 'superclass_task', 'pretrain_superclass_cnn']
+__all__ = ['FASHION_SUPERCLASSES', 'superclass_task', 'pretrain_superclass_cnn', 'surgical_fine_tune', 'ReshapeTo', 'top_stages']
 
 # %% ../nbs/41_finetune_experiments.ipynb #4bdedca2
 # super-class -> (Fashion-MNIST sub-classes in the source, sub-classes in the target): the same label, other members
@@ -43,3 +46,35 @@ def pretrain_superclass_cnn(epochs: int = 4, lr: float = 3e-3, batch_size: int =
                       weight_decay=weight_decay, schedule=cosine_schedule, seed=seed, progress=progress)
     history = learner.fit(epochs)
     return model.eval(), history
+
+# %% ../nbs/41_finetune_experiments.ipynb #227fbfc5
+def surgical_fine_tune(source, train_set, stage: str, lr: float = 1e-2, steps: int = 100, seed: int = 0):
+    """A copy of `source` (a StagedModel, head kept) in which only `stage` trains ('all' for every stage), trained on
+    `train_set` for about `steps` steps with `fit_classifier`; frozen stages keep their BatchNorm statistics."""
+    from tlcourse.finetune import train_only, unfreeze
+    from tlcourse.transfer import fit_classifier
+    set_seed(seed)
+    model = copy.deepcopy(source).train()
+    unfreeze(model) if stage == "all" else train_only(model, stage)
+    return fit_classifier(model, train_set, lr=lr, steps=steps, seed=seed).model
+
+# %% ../nbs/41_finetune_experiments.ipynb #28faaf4d
+class ReshapeTo(nn.Module):
+    "Reshape each example to `shape`: [B, ...] -> [B, *shape] (e.g. cached, flattened feature maps back to [B, C, H, W])."
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+    def forward(self, x): return x.reshape(len(x), *self.shape)
+    def extra_repr(self): return f"shape={self.shape}"
+
+def top_stages(model, after: str, map_shape) -> nn.Module:
+    """The stages of `model` above `after`, as a StagedModel whose input is the cached output of `after`, either
+    flattened to [B, prod(map_shape)] (as `extract_features(model, images, stage=after, grid=...)` returns it) or
+    already [B, *map_shape]. Its stages are copies: training them leaves `model` unchanged."""
+    from tlcourse.models import StagedModel
+    from tlcourse.finetune import check_stages
+    check_stages(model, after)
+    names = model.stage_names
+    if after == names[-1]: raise ValueError("There is nothing above the head; cut below it.")
+    upper = [(name, copy.deepcopy(model.stage(name))) for name in names[names.index(after) + 1:]]
+    return StagedModel([("stem", ReshapeTo(map_shape))] + upper)
