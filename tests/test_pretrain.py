@@ -1,5 +1,5 @@
 """tlcourse.pretrain: the shared PretrainTask interface, the registry, checked checkpoint loading, and the image objectives."""
-import json, shutil
+import json
 
 import pytest
 import torch
@@ -46,13 +46,6 @@ def test_pretrain_reduces_loss_and_is_seeded():
     assert sum(h1.train_loss[-2:]) < sum(h1.train_loss[:2])
 
 
-@pytest.fixture
-def scratch_checkpoints(tmp_path, monkeypatch):
-    "A copy of data/checkpoints in a tmp data folder that TLCOURSE_DATA points at."
-    from tlcourse.data import data_dir
-    shutil.copytree(data_dir() / "checkpoints", tmp_path / "checkpoints")
-    monkeypatch.setenv("TLCOURSE_DATA", str(tmp_path))
-    return tmp_path / "checkpoints"
 
 
 def test_load_pretrained_matches_lecture1_loader():

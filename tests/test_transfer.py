@@ -1,5 +1,5 @@
 """Lecture 1's library: shipped checkpoint, cached features, linear probe, fair-comparison tools."""
-import math, shutil
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,13 +35,6 @@ def test_shipped_checkpoint_loads_and_classifies_fashion():
     assert entry["command"].startswith("python scripts/make_checkpoints.py") and len(entry["sha256"]) == 64
 
 
-@pytest.fixture
-def scratch_checkpoints(tmp_path, monkeypatch):
-    "A copy of data/checkpoints in a tmp data folder that TLCOURSE_DATA points at."
-    from tlcourse.data import data_dir
-    shutil.copytree(data_dir() / "checkpoints", tmp_path / "checkpoints")
-    monkeypatch.setenv("TLCOURSE_DATA", str(tmp_path))
-    return tmp_path / "checkpoints"
 
 
 def test_corrupt_checkpoint_is_refused_with_restore_hint(scratch_checkpoints):
