@@ -154,6 +154,23 @@ def test_make_loader():
         make_loader(ds, 0)
 
 
+def test_make_loader_fixed_epoch_size_and_collate():
+    ds = subsample_per_class(load_mnist5k(), 1)                       # 10 images, one per class
+    loader = make_loader(ds, 8, shuffle=True, seed=3, samples_per_epoch=45)
+    drawn = torch.cat([y for _, y in loader])
+    assert len(loader) == 6 and len(drawn) == 45
+    for start in range(0, 40, 10):                                     # complete random orders, one after another
+        assert sorted(drawn[start:start + 10].tolist()) == sorted(ds.labels.tolist())
+    assert len(set(drawn[40:].tolist())) == 5                          # the last, partial order repeats nothing
+    assert torch.equal(drawn, torch.cat([y for _, y in make_loader(ds, 8, shuffle=True, seed=3, samples_per_epoch=45)]))
+    batch = next(iter(make_loader(ds, 4, collate_fn=lambda items: len(items))))
+    assert batch == 4
+    with pytest.raises(ValueError, match="shuffle=True"):
+        make_loader(ds, 4, samples_per_epoch=20)
+    with pytest.raises(ValueError, match="positive int"):
+        make_loader(ds, 4, shuffle=True, samples_per_epoch=0)
+
+
 def test_dataset_rejects_bad_shapes():
     with pytest.raises(ValueError, match="unsqueeze"):
         TensorImageDataset(torch.rand(4, 8, 8), torch.zeros(4))

@@ -274,15 +274,26 @@ def subsample_per_class(dataset_or_labels, n: int, seed: int = 0):
 
 # %% ../nbs/00_data.ipynb #6cbb0229
 def make_loader(dataset, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False):
-    "A DataLoader over `dataset`; with `shuffle=True` the order is drawn from a generator seeded with `seed`."
+                drop_last: bool = False, collate_fn=None, samples_per_epoch: int | None = None):
+    """A DataLoader over `dataset`; with `shuffle=True` the order is drawn from a generator seeded with `seed`.
+    `collate_fn` turns a list of items into a batch (default: stack them). With `shuffle=True`, `samples_per_epoch`
+    makes every epoch draw that many examples, in successive random orders of the whole dataset (no example is seen
+    twice before every example was seen once)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"make_loader: batch_size must be a positive int, got {batch_size!r}.")
     if len(dataset) == 0:
         raise ValueError("make_loader: the dataset is empty; check the split or filter that produced it.")
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       num_workers=num_workers, drop_last=drop_last)
+    sampler = None
+    if samples_per_epoch is not None:
+        if not shuffle:
+            raise ValueError("make_loader: samples_per_epoch needs shuffle=True (it draws examples in random orders).")
+        if not isinstance(samples_per_epoch, int) or samples_per_epoch < 1:
+            raise ValueError(f"make_loader: samples_per_epoch must be a positive int, got {samples_per_epoch!r}.")
+        sampler = torch.utils.data.RandomSampler(dataset, num_samples=samples_per_epoch, generator=generator)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                       sampler=sampler, generator=None if sampler is not None else generator,
+                                       num_workers=num_workers, drop_last=drop_last, collate_fn=collate_fn)
 
 # %% ../nbs/00_data.ipynb #be6c970b
 def rotate(images, degrees: float):
