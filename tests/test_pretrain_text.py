@@ -11,7 +11,8 @@ from tlcourse.models import TinyTransformer
 from tlcourse.pretrain_text import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID, LanguageModel,
                                     MaskedLMBatch, NextTokenBatch, TextTokenizer, fill_mask, heldout_perplexity,
                                     lm_loss, load_text_tokenizer, mask_tokens, mlm_task, next_token_targets,
-                                    next_token_task, pad_sequences, rotten_tomatoes_text_splits, text_classifier,
+                                    next_token_task, pad_sequences, rotten_tomatoes_text_splits, sentiment_benchmark,
+                                    text_classifier,
                                     text_tokenizer, unigram_log_probs, wordpiece_encode)
 
 N_SPECIAL = len(SPECIAL_TOKENS)
@@ -222,3 +223,18 @@ def test_shipped_text_checkpoints(splits):
         load_text_tokenizer("fashion_cnn")
     with pytest.raises(ValueError, match="needs a text with a \\[MASK\\]"):
         fill_mask(load_pretrained("mlm_transformer"), tokenizer, "no blank here")
+
+
+def test_sentiment_benchmark_is_balanced_and_keeps_films_apart(splits, small_tokenizer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # long reviews are cut, with a warning
+        bench = sentiment_benchmark(small_tokenizer, pool_per_class=50, test_per_class=30, max_len=16)
+    labels, pool, test = bench["labels"], bench["pool_idx"], bench["test_idx"]
+    assert len(bench["texts"]) == len(labels) == len(bench["tokens"]) == 160
+    assert labels[pool].bincount().tolist() == [50, 50] and labels[test].bincount().tolist() == [30, 30]
+    texts = bench["texts"]
+    assert {texts[i] for i in pool.tolist()} <= set(splits["train_texts"])
+    assert {texts[i] for i in test.tolist()} <= set(splits["test_texts"])
+    assert bench["tokens"].shape[1] <= 16 and (bench["tokens"][:, 0] == CLS_ID).all()
+    with pytest.raises(ValueError):
+        sentiment_benchmark(small_tokenizer, pool_per_class=10**6)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import data_dir, load_rotten_tomatoes, file_sha256
+from .data import data_dir, load_rotten_tomatoes, file_sha256, split_per_class
 from .models import TinyTransformer
 from .learner import set_seed
 
@@ -21,7 +21,8 @@ __all__ = ['SPECIAL_TOKENS', 'PAD_ID', 'UNK_ID', 'CLS_ID', 'SEP_ID', 'MASK_ID', 
            'rotten_tomatoes_text_splits', 'load_wordpiece_tokenizer', 'wordpiece_encode', 'TextTokenizer',
            'pad_sequences', 'mask_tokens', 'next_token_targets', 'LanguageModel', 'lm_loss', 'TokenSequences',
            'MaskedLMBatch', 'NextTokenBatch', 'text_tokenizer', 'mlm_task', 'next_token_task', 'load_text_tokenizer',
-           'text_classifier', 'unigram_log_probs', 'heldout_perplexity', 'fill_mask', 'sentence_embeddings']
+           'text_classifier', 'unigram_log_probs', 'heldout_perplexity', 'fill_mask', 'sentence_embeddings',
+           'sentiment_benchmark']
 
 # %% ../nbs/31_pretrain_text.ipynb #bc8b9c60
 def rotten_tomatoes_text_splits(test_fraction: float = 0.15, seed: int = 0) -> dict:
@@ -397,3 +398,19 @@ def sentence_embeddings(texts, cache: bool = True) -> torch.Tensor:
     embeddings = embed_sentences(model, wordpiece, list(texts), batch_size=64, max_length=128)
     if cache: atomic_torch_save(embeddings, path)
     return embeddings
+
+# %% ../nbs/31_pretrain_text.ipynb #5e7b1c20
+def sentiment_benchmark(tokenizer: TextTokenizer, pool_per_class: int = 300, test_per_class: int = 400,
+                        max_len: int = 64) -> dict:
+    """The course's few-label sentiment task: Rotten Tomatoes reviews, fresh = 1 and rotten = 0, split by film as in
+    `rotten_tomatoes_text_splits`. A pool of `pool_per_class` reviews per class of the training films (labelled examples
+    are drawn from it) and `test_per_class` reviews per class of the held-out films (the test set), both chosen with
+    seed 0. Returns a dict: `texts` (pool first, then test), `labels` int64 [N], `tokens` [N, T] (the tokenizer's rows
+    `[CLS] ... [SEP]`; longer texts are cut to `max_len`, with a warning), and index tensors `pool_idx`, `test_idx`."""
+    splits = rotten_tomatoes_text_splits()
+    pool, _ = split_per_class(splits["train_labels"], pool_per_class, seed=0)
+    test, _ = split_per_class(splits["test_labels"], test_per_class, seed=0)
+    texts = [splits["train_texts"][i] for i in pool] + [splits["test_texts"][i] for i in test]
+    labels = torch.cat([splits["train_labels"][pool], splits["test_labels"][test]])
+    return dict(texts=texts, labels=labels, tokens=tokenizer(texts, max_len=max_len),
+                pool_idx=torch.arange(len(pool)), test_idx=torch.arange(len(pool), len(texts)))
