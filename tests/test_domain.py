@@ -15,13 +15,7 @@ from tlcourse.domain import (ADAPTATION_TERMS, AdaptationLoss, DomainAdaptationN
 from tlcourse.learner import Learner
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny networks: one thread is as fast, and avoids threads spin-waiting on a busy machine; restored afterwards."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- gradient reversal
