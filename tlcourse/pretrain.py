@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import data_dir, load_fashion_mnist
+from .data import data_dir, load_fashion_mnist, make_loader
 from .learner import Learner, accuracy, set_seed
 from .models import (SmallCNN, ChecksumError, WeightsMismatchError, load_weights, verify_sha256,
                              weights_metadata)
@@ -120,11 +120,10 @@ def make_task(objective: str, seed: int = 0, **settings) -> PretrainTask:
 # %% ../nbs/30_pretrain.ipynb #a940b9da
 def pretrain_loader(dataset, batch_size: int, shuffle: bool = False, seed: int = 0, collate_fn=None,
                     drop_last: bool = False) -> torch.utils.data.DataLoader:
-    "A DataLoader like `tlcourse.data.make_loader` (order seeded by `seed`) that also takes a `collate_fn`."
-    if len(dataset) == 0: raise ValueError("pretrain_loader: the dataset is empty.")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       collate_fn=collate_fn, drop_last=drop_last and len(dataset) > batch_size)
+    """`tlcourse.data.make_loader` (order seeded by `seed`, batches made by `collate_fn`) with the pretraining rule for
+    `drop_last`: a last, smaller batch is dropped only when the dataset holds more than one batch."""
+    return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, collate_fn=collate_fn,
+                       drop_last=drop_last and len(dataset) > batch_size)
 
 def pretrain(task: PretrainTask, seed: int = 0, progress: bool | None = None, loader_fn: Callable = pretrain_loader,
              **learner_kwargs):
