@@ -22,11 +22,14 @@ test: env sync-check test-py test-nbs
 sync-check:
 	$(PY) tools/check_nbdev_sync.py
 
+# Tests and notebooks run two at a time with one torch thread each: the course's networks are too small for two
+# threads to share one job well, so two jobs side by side finish the suite far sooner on two cores.
+# tools/test_notebooks.py runs nbdev's own notebook test, longest notebooks first, and prints each result at once.
 test-py:
-	MPLBACKEND=Agg $(PY) -m pytest -q tests
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 test-nbs:
-	MPLBACKEND=Agg $(VENV)/bin/nbdev_test --n_workers 1 --timing
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) tools/test_notebooks.py --workers 2
 
 ## course: execute every lecture headless into _site/ (executed notebook + HTML + timing table)
 course: env

@@ -1,0 +1,81 @@
+"""Run every course notebook as a test (nbdev's own `test_nb`), several at a time, longest first.
+
+`nbdev_test --n_workers N` hands notebooks to its workers in file-name order, so a long lecture near the end of
+the list can run alone while the other worker idles. This runner keeps nbdev's per-notebook test (same skip flags,
+same working directory, same `IN_TEST`), but starts the notebooks that took longest last time first and prints
+each result as it arrives, so a slow or failing lecture shows in the log at once.
+
+Usage: python tools/test_notebooks.py [--workers 2] [notebook ...]
+Seconds of the last run are kept in .cache/notebook_seconds.json (git-ignored) to order the next one.
+"""
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMES = ROOT / ".cache" / "notebook_seconds.json"
+# Relative cost of each lecture on two cores (seconds measured on 2026-11-29, one thread per notebook, two at once).
+# Only the order matters; a notebook missing here (a new lecture) counts as the longest until it has been timed.
+DEFAULT_SECONDS = {"60_domain": 1400, "41_finetune_experiments": 1100, "30_pretrain": 900, "42_ulmfit": 800,
+                   "40_finetune": 800, "10_why_transfer": 780, "31_pretrain_text": 650, "32_pretrain_graphs": 300,
+                   "22_representations": 200, "21_evaluation": 200, "33_pretrain_at_scale": 130, "00_data": 100,
+                   "01_models": 100, "02_learner": 100, "20_metrics": 60, "index": 5}
+
+
+def _run_one(path: str, skip_flags: list, basepath: str):
+    from nbdev.test import test_nb
+    passed, seconds = test_nb(Path(path), skip_flags=skip_flags, basepath=basepath)
+    return path, passed, seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook nbdev_test would run)")
+    parser.add_argument("--workers", type=int, default=2, help="notebooks run at the same time (default 2)")
+    args = parser.parse_args(argv)
+    if args.workers < 1: parser.error("--workers must be at least 1")
+
+    from nbdev.config import get_config
+    from nbdev.doclinks import nbglob
+    config = get_config()
+    if args.notebooks:
+        files = [Path(p).resolve() for p in args.notebooks]
+        missing = [str(p) for p in files if not p.exists()]
+        if missing: parser.error(f"no such notebook: {', '.join(missing)}")
+    else:
+        files = [Path(p).resolve() for p in nbglob(as_path=True)
+                 if not (Path(p).parent / ".notest").exists()]
+    if not files:
+        print("No notebooks to test."); return 0
+
+    last = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    def expected(path: Path) -> float:
+        return last.get(path.stem, DEFAULT_SECONDS.get(path.stem, float("inf")))
+    files.sort(key=expected, reverse=True)
+
+    skip_flags = config.tst_flags.split()
+    start, results = time.time(), {}
+    print(f"Running {len(files)} notebooks, {args.workers} at a time, longest first.", flush=True)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(_run_one, str(f), skip_flags, str(config.config_path)) for f in files]
+        for future in as_completed(futures):
+            path, passed, seconds = future.result()
+            results[Path(path).stem] = (passed, seconds)
+            print(f"{'ok    ' if passed else 'FAILED'} {Path(path).name}: {seconds:.0f} s "
+                  f"({time.time() - start:.0f} s since start)", flush=True)
+
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    TIMES.write_text(json.dumps({**last, **{name: round(s) for name, (ok, s) in results.items() if ok}}, indent=1))
+    failed = sorted(name for name, (ok, _) in results.items() if not ok)
+    print(f"{len(files) - len(failed)} of {len(files)} notebooks passed in {time.time() - start:.0f} s.")
+    if failed:
+        print("Failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
