@@ -25,12 +25,6 @@ DEFAULT_SECONDS = {"60_domain": 1400, "41_finetune_experiments": 1100, "30_pretr
                    "01_models": 100, "02_learner": 100, "20_metrics": 60, "index": 5}
 
 
-def _run_one(path: str, skip_flags: list, basepath: str):
-    from nbdev.test import test_nb
-    passed, seconds = test_nb(Path(path), skip_flags=skip_flags, basepath=basepath)
-    return path, passed, seconds
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook nbdev_test would run)")
@@ -40,6 +34,7 @@ def main(argv=None) -> int:
 
     from nbdev.config import get_config
     from nbdev.doclinks import nbglob
+    from nbdev.test import test_nb  # handed to the workers by reference: a notebook's kernel replaces their __main__
     config = get_config()
     if args.notebooks:
         files = [Path(p).resolve() for p in args.notebooks]
@@ -60,11 +55,12 @@ def main(argv=None) -> int:
     start, results = time.time(), {}
     print(f"Running {len(files)} notebooks, {args.workers} at a time, longest first.", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(_run_one, str(f), skip_flags, str(config.config_path)) for f in files]
+        futures = {pool.submit(test_nb, f, skip_flags=skip_flags, basepath=config.config_path): f for f in files}
         for future in as_completed(futures):
-            path, passed, seconds = future.result()
-            results[Path(path).stem] = (passed, seconds)
-            print(f"{'ok    ' if passed else 'FAILED'} {Path(path).name}: {seconds:.0f} s "
+            path = futures[future]
+            passed, seconds = future.result()
+            results[path.stem] = (passed, seconds)
+            print(f"{'ok    ' if passed else 'FAILED'} {path.name}: {seconds:.0f} s "
                   f"({time.time() - start:.0f} s since start)", flush=True)
 
     TIMES.parent.mkdir(parents=True, exist_ok=True)
