@@ -17,12 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / ".cache" / "notebook_seconds.json"
-# Relative cost of each lecture on two cores (seconds measured on 2026-11-29, one thread per notebook, two at once).
+# Relative cost of each lecture (seconds on a slow 2-core machine on 2026-11-29, one thread each, two at once).
 # Only the order matters; a notebook missing here (a new lecture) counts as the longest until it has been timed.
-DEFAULT_SECONDS = {"60_domain": 1400, "41_finetune_experiments": 1100, "30_pretrain": 900, "42_ulmfit": 800,
-                   "40_finetune": 800, "10_why_transfer": 780, "31_pretrain_text": 650, "32_pretrain_graphs": 300,
+DEFAULT_SECONDS = {"60_domain": 1566, "40_finetune": 1149, "10_why_transfer": 1110, "41_finetune_experiments": 1027,
+                   "42_ulmfit": 901, "31_pretrain_text": 798, "30_pretrain": 760, "32_pretrain_graphs": 241,
                    "22_representations": 200, "21_evaluation": 200, "33_pretrain_at_scale": 130, "00_data": 100,
-                   "01_models": 100, "02_learner": 100, "20_metrics": 60, "index": 5}
+                   "01_models": 100, "02_learner": 100, "20_metrics": 60, "index": 1}
 
 
 def main(argv=None) -> int:
