@@ -30,3 +30,10 @@ def test_runner_rejects_a_missing_notebook_and_bad_workers(tmp_path):
     missing = run(tmp_path / "nope.ipynb")
     assert missing.returncode == 2 and "no such notebook" in missing.stderr
     assert run("--workers", "0", tmp_path / "nope.ipynb").returncode == 2
+
+
+def test_runner_remembers_only_the_course_notebooks(tmp_path):
+    times = RUNNER.parent.parent / ".cache" / "notebook_seconds.json"
+    assert run(notebook(tmp_path / "scratch_only.ipynb", "pass")).returncode == 0
+    after = json.loads(times.read_text()) if times.exists() else {}
+    assert "scratch_only" not in after

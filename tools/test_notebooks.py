@@ -10,6 +10,7 @@ Seconds of the last run are kept in .cache/notebook_seconds.json (git-ignored) t
 """
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -63,8 +64,15 @@ def main(argv=None) -> int:
             print(f"{'ok    ' if passed else 'FAILED'} {path.name}: {seconds:.0f} s "
                   f"({time.time() - start:.0f} s since start)", flush=True)
 
-    TIMES.parent.mkdir(parents=True, exist_ok=True)
-    TIMES.write_text(json.dumps({**last, **{name: round(s) for name, (ok, s) in results.items() if ok}}, indent=1))
+    # only the course's own notebooks are remembered (not, say, a test's notebooks in a temporary folder);
+    # written whole and renamed, so two runs at once cannot leave a half-written file
+    nbs = Path(config.nbs_path).resolve()
+    timed = {f.stem: round(results[f.stem][1]) for f in files if results[f.stem][0] and f.parent == nbs}
+    if timed:
+        TIMES.parent.mkdir(parents=True, exist_ok=True)
+        partial = TIMES.with_name(f"{TIMES.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({**last, **timed}, indent=1))
+        os.replace(partial, TIMES)
     failed = sorted(name for name, (ok, _) in results.items() if not ok)
     print(f"{len(files) - len(failed)} of {len(files)} notebooks passed in {time.time() - start:.0f} s.")
     if failed:
