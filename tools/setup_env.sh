@@ -20,11 +20,13 @@ if sys.version_info[:2] < (3, 10):
 PY
 
 start=$(date +%s)
-echo "== tlcourse: building $VENV (first run takes about 2 minutes) =="
+echo "== tlcourse: building $VENV (the first build takes 2-15 minutes, by machine) =="
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_install() {
   # some machines' pip configs name local index folders that may not exist; their warnings are noise here
-  "$VENV/bin/python" -m pip --disable-pip-version-check install -q -c "$CONSTRAINTS" "$@" 2>&1 \
+  # --no-compile: byte-compiling all ~17,000 installed .py files (303 MB) is a large part of a build on slow machines;
+  # Python compiles (and caches) only the modules that are actually imported, the first time they are.
+  "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-compile -c "$CONSTRAINTS" "$@" 2>&1 \
     | sed '/is ignored: it is neither a file nor a directory/d'
 }
 # torch first, alone, pinned: anything unpinned would pull the multi-GB CUDA build.
