@@ -15,8 +15,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args, n_processes=2, timeout=150):
+def torchrun(args, n_processes=2, timeout=900):
     "Run `tlcourse pretrain ARGS` in `n_processes` CPU processes; returns rank 0's JSON result."
+    # `timeout` only guards against a hang: on a loaded 2-core machine three fresh interpreters importing torch, plus
+    # gloo start-up and shutdown, took more than 150 s in CI even though the job itself had finished.
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     if sys.platform.startswith("linux"): env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on the loopback device only
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_processes),

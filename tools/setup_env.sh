@@ -20,7 +20,7 @@ if sys.version_info[:2] < (3, 10):
 PY
 
 start=$(date +%s)
-echo "== tlcourse: building $VENV (the first build takes 2-15 minutes, by machine) =="
+echo "== tlcourse: building $VENV (the first build takes 1-6 minutes, by machine) =="
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_install() {
   # some machines' pip configs name local index folders that may not exist; their warnings are noise here
@@ -29,9 +29,29 @@ pip_install() {
   "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-compile -c "$CONSTRAINTS" "$@" 2>&1 \
     | sed '/is ignored: it is neither a file nor a directory/d'
 }
+# The installer: uv (pinned, fetched from the package registry into $VENV/.uv, outside the environment itself) when it
+# can be had, else pip. Both install exactly the versions in $CONSTRAINTS. uv downloads and unpacks in parallel: on
+# a 2-core test machine it built this environment in ~1 minute where pip took ~15. uv does not read pip's config,
+# so pip's configured find-links (where a local CPU torch wheel may live) are passed on to it.
+UV_VERSION=0.13.9
+uv_install() {
+  local links=() link
+  for link in ${PIP_FIND_LINKS:-} $("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true); do
+    links+=(--find-links "$link")
+  done
+  "$VENV/.uv/bin/uv" pip install -q --python "$VENV/bin/python" "${links[@]}" -c "$CONSTRAINTS" "$@"
+}
+install() {
+  if [ -x "$VENV/.uv/bin/uv" ] || "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-compile \
+       --target "$VENV/.uv" "uv==$UV_VERSION" >/dev/null 2>&1; then
+    uv_install "$@" && return 0
+    echo "uv could not install $*; trying pip" >&2
+  fi
+  pip_install "$@"
+}
 # torch first, alone, pinned: anything unpinned would pull the multi-GB CUDA build.
-pip_install torch==2.13.0
-pip_install -e ".[dev]"
+install torch==2.13.0
+install -e ".[dev]"
 "$VENV/bin/python" tools/torchvision_cpu_fix.py
 "$VENV/bin/python" tools/selfcheck.py
 echo "$want" > "$stamp"
