@@ -13,7 +13,7 @@ def notebook(path: Path, source: str) -> Path:
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=900)
 
 
 def test_runner_reports_each_notebook_and_fails_on_an_error(tmp_path):
