@@ -25,8 +25,9 @@ sync-check:
 # Tests and notebooks run two at a time with one torch thread each: the course's networks are too small for two
 # threads to share one job well, so two jobs side by side finish the suite far sooner on two cores.
 # tools/test_notebooks.py runs nbdev's own notebook test, longest notebooks first, and prints each result at once.
+# --dist worksteal: a worker that runs out of tests takes queued ones from the other, so neither idles at the end.
 test-py:
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal tests
 
 test-nbs:
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) tools/test_notebooks.py --workers 2
