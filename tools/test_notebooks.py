@@ -18,11 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / ".cache" / "notebook_seconds.json"
-# Relative cost of each lecture (CPU-seconds on a slow 2-core machine on 2026-11-29, measured or, for 10, 21 and 41
-# after their cuts, estimated; one thread each, two at once).
+# Relative cost of each lecture (CPU-seconds on a slow 2-core machine on 2026-11-29, measured or, for 10
+# after its cut, estimated; one thread each, two at once).
 # Only the order matters; a notebook missing here (a new lecture) counts as the longest until it has been timed.
 DEFAULT_SECONDS = {"40_finetune": 1150, "41_finetune_experiments": 1000, "42_ulmfit": 900, "31_pretrain_text": 800,
-                   "10_why_transfer": 700, "60_domain": 600, "30_pretrain": 530, "21_evaluation": 500,
+                   "10_why_transfer": 700, "60_domain": 600, "30_pretrain": 530, "21_evaluation": 450,
                    "22_representations": 371, "32_pretrain_graphs": 241, "33_pretrain_at_scale": 129, "20_metrics": 69,
                    "00_data": 43, "01_models": 34, "02_learner": 10, "index": 1}
 
