@@ -18,27 +18,14 @@ from .models import SmallCNN
 from .transfer import cosine_schedule
 
 # %% auto #0
-__all__ = ['ADAPTATION_TERMS', 'UnlabelledImages', 'hide_labels', 'SourceTargetPairs', 'GradientReversalFunction',
-           'reverse_gradient', 'GradientReversal', 'dann_lambda', 'GradientReversalSchedule', 'DomainOutputs',
-           'DomainAdaptationNet', 'domain_adversarial_loss', 'gaussian_kernel_sum', 'mmd_bandwidths',
-           'multi_kernel_mmd', 'covariance', 'coral_loss', 'entropy_loss', 'pseudo_labels', 'pseudo_label_loss',
-           'AdaptationLoss', 'RecordLossParts', 'train_adapted', 'proxy_a_distance']
+__all__ = ['ADAPTATION_TERMS', 'hide_labels', 'SourceTargetPairs', 'GradientReversalFunction', 'reverse_gradient',
+           'GradientReversal', 'dann_lambda', 'GradientReversalSchedule', 'DomainOutputs', 'DomainAdaptationNet',
+           'domain_adversarial_loss', 'gaussian_kernel_sum', 'mmd_bandwidths', 'multi_kernel_mmd', 'covariance',
+           'coral_loss', 'entropy_loss', 'pseudo_labels', 'pseudo_label_loss', 'AdaptationLoss', 'RecordLossParts',
+           'train_adapted', 'proxy_a_distance']
 
 # %% ../nbs/60_domain.ipynb #f1735046
-def _check_image_tensor(images, where: str):
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        what = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"{where}: expected a float image tensor [N, C, H, W], got {what}.")
-
-class UnlabelledImages(torch.utils.data.Dataset):
-    "Images only, no labels anywhere: item i is images[i] ([C, H, W]). The target domain as training sees it."
-    def __init__(self, images: torch.Tensor):
-        _check_image_tensor(images, "UnlabelledImages")
-        self.images = images
-
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i]
-    def __repr__(self): return f"UnlabelledImages({len(self)} images {tuple(self.images.shape[1:])})"
+from .pretrain import UnlabelledImages   # lecture 3a's images-only dataset: the target domain as training sees it
 
 def hide_labels(dataset) -> UnlabelledImages:
     "The images of a labelled image dataset (anything with an `.images` tensor [N, C, H, W]), without its labels."

@@ -226,10 +226,13 @@ class BatchAugment:
 
 # %% ../nbs/30_pretrain.ipynb #16f050e6
 class UnlabelledImages(torch.utils.data.Dataset):
-    "Images [N, C, H, W] without labels: item i is images[i]. (No `classes`/`labels`: the Learner does not check outputs.)"
+    """Images [N, C, H, W] and nothing else: item i is images[i]. No `classes` or `labels` (the Learner does not check
+    outputs), so no label can leak into training: lecture 6 hands target domains to training this way."""
     def __init__(self, images: torch.Tensor):
-        if not torch.is_tensor(images) or images.ndim != 4 or len(images) == 0:
-            raise ValueError(f"UnlabelledImages needs a non-empty [N, C, H, W] tensor, got {getattr(images, 'shape', type(images))}.")
+        if not torch.is_tensor(images) or images.ndim != 4 or not images.is_floating_point():
+            what = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise TypeError(f"UnlabelledImages: expected a float image tensor [N, C, H, W], got {what}.")
+        if len(images) == 0: raise ValueError("UnlabelledImages: the image tensor is empty (0 images).")
         self.images = images
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i]
