@@ -22,10 +22,11 @@ __all__ = ['ADAPTATION_TERMS', 'hide_labels', 'SourceTargetPairs', 'GradientReve
            'GradientReversal', 'dann_lambda', 'GradientReversalSchedule', 'DomainOutputs', 'DomainAdaptationNet',
            'domain_adversarial_loss', 'gaussian_kernel_sum', 'mmd_bandwidths', 'multi_kernel_mmd', 'covariance',
            'coral_loss', 'entropy_loss', 'pseudo_labels', 'pseudo_label_loss', 'AdaptationLoss', 'RecordLossParts',
-           'train_adapted', 'proxy_a_distance']
+           'train_adapted', 'proxy_a_distance', 'UnlabelledImages']
 
 # %% ../nbs/60_domain.ipynb #f1735046
 from .pretrain import UnlabelledImages   # lecture 3a's images-only dataset: the target domain as training sees it
+_all_ = ['UnlabelledImages']   # re-exported: `from tlcourse.domain import *` still provides it
 
 def hide_labels(dataset) -> UnlabelledImages:
     "The images of a labelled image dataset (anything with an `.images` tensor [N, C, H, W]), without its labels."
