@@ -41,9 +41,15 @@ uv_install() {
   done
   "$VENV/.uv/bin/uv" pip install -q --python "$VENV/bin/python" "${links[@]}" -c "$CONSTRAINTS" "$@"
 }
+have_uv=0
+if [ -x "$VENV/.uv/bin/uv" ] || "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-compile \
+     --target "$VENV/.uv" "uv==$UV_VERSION" >/dev/null 2>&1; then
+  have_uv=1
+else
+  echo "uv $UV_VERSION could not be installed; installing with pip" >&2
+fi
 install() {
-  if [ -x "$VENV/.uv/bin/uv" ] || "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-compile \
-       --target "$VENV/.uv" "uv==$UV_VERSION" >/dev/null 2>&1; then
+  if [ "$have_uv" = 1 ]; then
     uv_install "$@" && return 0
     echo "uv could not install $*; trying pip" >&2
   fi
