@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env lab test test-py test-nbs sync-check course bench checkpoints lock clean
+.PHONY: env lab test test-py test-nbs sync-check course course-cold bench checkpoints lock clean
 
 ## env: build .venv on first use (skipped when settings.ini / constraints are unchanged)
 env:
@@ -32,9 +32,16 @@ test-py:
 test-nbs:
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) tools/test_notebooks.py --workers 2
 
-## course: execute every lecture headless into _site/ (executed notebook + HTML + timing table)
+## course: execute every lecture headless into _site/ (executed notebook + HTML + timings + claims page)
+##   make course COLD=1 measures with an empty feature cache (the budget's measurement); PROFILE=quick runs tiny sizes
+COLD    ?=
+PROFILE ?= lecture
 course: env
-	$(PY) tools/build_course.py
+	$(PY) tools/build_course.py --profile $(PROFILE) $(if $(filter 1 yes true,$(COLD)),--cold)
+
+## course-cold: the same as make course COLD=1
+course-cold:
+	$(MAKE) course COLD=1
 
 ## bench: the learner's per-step overhead over a hand-written loop
 bench: env
