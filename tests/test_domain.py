@@ -285,3 +285,19 @@ def test_proxy_a_distance_is_two_times_one_minus_twice_sklearn_error():
     assert proxy_a_distance(S, T, seed=0) == pytest.approx(2 * (1 - 2 * err))
     with pytest.raises(ValueError, match="test_fraction"):
         proxy_a_distance(S, T, test_fraction=1.0)
+
+
+def test_training_call_returns_every_output_with_its_shape():
+    model = DomainAdaptationNet(widths=(4, 8))
+    out = model(source=torch.rand(8, 1, 16, 16), target=torch.rand(5, 1, 16, 16))
+    assert out.source_logits.shape == (8, 10) and out.target_logits.shape == (5, 10)
+    assert out.source_features.shape == (8, 8) and out.target_features.shape == (5, 8)
+    assert out.domain_logits.shape == (13,)
+    assert model(torch.rand(5, 1, 16, 16)).shape == (5, 10)  # the evaluation call: label logits only
+
+
+def test_hide_labels_keeps_only_the_images():
+    _, target = tiny_domains(n_target=6)
+    hidden = hide_labels(target)
+    assert isinstance(hidden, UnlabelledImages) and not hasattr(hidden, "labels")
+    assert len(hidden) == 6 and torch.equal(hidden[2], target.images[2])
