@@ -18,13 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / ".cache" / "notebook_seconds.json"
-# Relative cost of each lecture (CPU-seconds on a slow 2-core machine on 2026-11-29, measured or, for 10
-# after its cut, estimated; one thread each, two at once).
+# Seconds each notebook took in the quick profile under this runner (one worker, quiet 2-core machine, 2026-11-30).
 # Only the order matters; a notebook missing here (a new lecture) counts as the longest until it has been timed.
-DEFAULT_SECONDS = {"40_finetune": 1150, "41_finetune_experiments": 1000, "42_ulmfit": 900, "31_pretrain_text": 800,
-                   "10_why_transfer": 700, "60_domain": 600, "30_pretrain": 530, "21_evaluation": 450,
-                   "22_representations": 371, "32_pretrain_graphs": 241, "33_pretrain_at_scale": 129, "20_metrics": 69,
-                   "00_data": 43, "01_models": 34, "02_learner": 10, "index": 1}
+DEFAULT_SECONDS = {"33_pretrain_at_scale": 29, "30_pretrain": 16, "41_finetune_experiments": 15, "40_finetune": 15,
+                   "10_why_transfer": 15, "31_pretrain_text": 15, "01_models": 14, "21_evaluation": 13, "42_ulmfit": 13,
+                   "60_domain": 13, "32_pretrain_graphs": 12, "00_data": 10, "20_metrics": 8, "22_representations": 5,
+                   "03_course": 2, "02_learner": 2, "index": 1}
 
 
 def main(argv=None) -> int:
