@@ -1,8 +1,9 @@
-"""tools/test_notebooks.py: the notebook runner `make test` uses."""
+"""tools/test_notebooks.py (the notebook runner `make test` uses) and tools/build_course.py (`make course`)."""
 import json, subprocess, sys
 from pathlib import Path
 
-RUNNER = Path(__file__).resolve().parent.parent / "tools" / "test_notebooks.py"
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "tools" / "test_notebooks.py"
 
 
 def notebook(path: Path, source: str) -> Path:
@@ -37,3 +38,36 @@ def test_runner_remembers_only_the_course_notebooks(tmp_path):
     assert run(notebook(tmp_path / "scratch_only.ipynb", "pass")).returncode == 0
     after = json.loads(times.read_text()) if times.exists() else {}
     assert "scratch_only" not in after
+
+
+def _claims_notebook(path, holds: bool):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    nb = new_notebook(cells=[
+        new_markdown_cell("# A lecture with one claim"),
+        new_code_cell("from tlcourse.course import Claims, experiment_sizes\n"
+                      "sizes = experiment_sizes(lecture=dict(n=3), quick=dict(n=1))\nclaims = Claims()"),
+        new_code_cell(f"claims.greater('the value is above one', {2.0 if holds else 0.5}, 1.0)\nclaims.report()")],
+        metadata={"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}})
+    nbformat.write(nb, path)
+    return path
+
+
+def test_course_build_collects_claims_and_fails_on_one_that_does_not_hold(tmp_path):
+    "make course: each lecture's claims land in claims.csv / claims.html; a false claim fails the lecture profile only."
+    import csv
+    good = _claims_notebook(tmp_path / "91_good.ipynb", holds=True)
+    bad = _claims_notebook(tmp_path / "92_bad.ipynb", holds=False)
+    site = tmp_path / "site"
+    run = lambda *args: subprocess.run([sys.executable, str(ROOT / "tools" / "build_course.py"), "--site", str(site), *args],
+                                       capture_output=True, text=True, timeout=900)
+    r = run(str(good), str(bad))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "92_bad.ipynb: the value is above one" in r.stderr and "91_good" not in r.stderr
+    rows = list(csv.DictReader(open(site / "claims.csv")))
+    assert [(row["notebook"], row["holds"], row["profile"]) for row in rows] == [
+        ("91_good.ipynb", "True", "lecture"), ("92_bad.ipynb", "False", "lecture")]
+    assert "0.500 vs 1.000" in (site / "claims.html").read_text()
+    r = run("--profile", "quick", str(bad))  # the quick profile shows claims but does not enforce them
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [row["profile"] for row in csv.DictReader(open(site / "claims.csv"))] == ["quick"]

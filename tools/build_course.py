@@ -20,7 +20,6 @@ import argparse, html, json, os, re, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SITE = ROOT / "_site"
 BUDGET_S = 240           # each lecture: at most 4 minutes on 2 cores
 BUDGET_MB = 3072         # and within 3 GB
 
@@ -106,9 +105,11 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="run with an empty feature cache")
     ap.add_argument("--profile", choices=("lecture", "quick"), default="lecture",
                     help="experiment sizes: 'lecture' (default; claims enforced) or 'quick' (tiny; claims shown only)")
+    ap.add_argument("--site", type=Path, default=ROOT / "_site", help="where to write the site (default: _site/)")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one notebook, print its stats as JSON
     args = ap.parse_args()
-    SITE.mkdir(exist_ok=True)
+    SITE = args.site.resolve()
+    SITE.mkdir(parents=True, exist_ok=True)
     if args.one:
         print(json.dumps(run_one(args.one.resolve(), SITE))); return 0
     nbs = [p.resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
@@ -125,7 +126,7 @@ def main() -> int:
         print(f"running {nb.name} ({args.profile} profile) ...", flush=True)
         claims_file = claims_dir / f"{nb.stem}.json"
         claims_file.unlink(missing_ok=True)  # a claim counts only if this run stated it
-        r = subprocess.run([sys.executable, __file__, "--one", str(nb)], env=dict(env, TLCOURSE_CLAIMS_FILE=str(claims_file)),
+        r = subprocess.run([sys.executable, __file__, "--one", str(nb), "--site", str(SITE)], env=dict(env, TLCOURSE_CLAIMS_FILE=str(claims_file)),
                            capture_output=True, text=True)
         if r.returncode != 0:
             rows.append(dict(notebook=nb.name, title=nb.stem, wall_s=0.0, peak_mb=0, error=r.stderr.strip()[-300:], claims=[])); continue
