@@ -301,3 +301,32 @@ def test_hide_labels_keeps_only_the_images():
     hidden = hide_labels(target)
     assert isinstance(hidden, UnlabelledImages) and not hasattr(hidden, "labels")
     assert len(hidden) == 6 and torch.equal(hidden[2], target.images[2])
+
+
+# ---------------------------------------------------------------- issue 13: empty batches and nonsense settings
+def test_mmd_and_coral_refuse_an_empty_batch():
+    full, empty = torch.randn(4, 3), torch.zeros(0, 3)
+    for loss in (multi_kernel_mmd, coral_loss):
+        with pytest.raises(ValueError, match="target batch is empty"):
+            loss(full, empty)
+        with pytest.raises(ValueError, match="source batch is empty"):
+            loss(empty, full)
+    with pytest.raises(ValueError, match="source batch is empty"):
+        multi_kernel_mmd(empty, full, bandwidths=[1.0])  # with given bandwidths it used to return NaN
+    with pytest.raises(ValueError, match="at least 2 pooled examples"):
+        mmd_bandwidths(torch.randn(1, 3), empty)
+
+
+@pytest.mark.parametrize("gamma", [-10.0, -0.1, math.nan, math.inf])
+def test_dann_lambda_refuses_negative_or_non_finite_gamma(gamma):
+    with pytest.raises(ValueError, match=r"gamma must be a finite number >= 0.*no longer be reversed"):
+        dann_lambda(0.5, gamma)
+    with pytest.raises(ValueError, match=r"gamma must be a finite number >= 0"):
+        GradientReversalSchedule(GradientReversal(), gamma=gamma)
+
+
+@pytest.mark.parametrize("max_lambda", [-1.0, math.nan, math.inf, "1"])
+def test_reversal_schedule_refuses_negative_or_non_finite_max_lambda(max_lambda):
+    with pytest.raises(ValueError, match=r"max_lambda must be a finite number >= 0"):
+        GradientReversalSchedule(GradientReversal(), max_lambda=max_lambda)
+    assert dann_lambda(0.5, 0) == 0.0 and GradientReversalSchedule(GradientReversal(), 10, 0).max_lambda == 0

@@ -284,3 +284,39 @@ def test_reliability_diagram_draws_on_given_axes():
     assert reliability_diagram(probs, rng.integers(0, 4, 100), n_bins=10, ax=ax) is ax
     assert "ECE" in ax.get_title() and len(ax.patches) == 20
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- issue 13: empty and non-finite input is refused
+def test_top_k_refuses_nan_and_inf_scores_but_allows_masked_classes():
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        top_k_accuracy(np.full((3, 4), np.nan), [0, 1, 2], k=1)  # used to answer 1.0
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        top_k_accuracy(torch.tensor([[math.inf, 0.0, 1.0]]), [1], k=1)
+    with pytest.raises(ValueError, match="no examples"):
+        top_k_accuracy(np.zeros((0, 4)), [], k=1)
+    masked = np.array([[2.0, -math.inf, 1.0], [0.0, 3.0, -math.inf]])  # -inf marks a class that cannot be predicted
+    assert top_k_accuracy(masked, [2, 0], k=1) == 0.0 and top_k_accuracy(masked, [2, 0], k=2) == 1.0
+
+
+def test_perplexity_refuses_nan_and_inf_logits():
+    targets = torch.zeros(1, 2, dtype=torch.long)
+    for bad in (math.nan, math.inf):
+        logits = torch.zeros(1, 2, 3)
+        logits[0, 1, 2] = bad
+        with pytest.raises(ValueError, match=r"perplexity: logits hold 1 NaN or \+inf"):
+            perplexity(logits, targets)
+    with pytest.raises(ValueError, match="no tokens"):
+        perplexity(torch.zeros(0, 3, 5), torch.zeros(0, 3, dtype=torch.long))  # an empty batch
+    masked = torch.tensor([[[0.0, 0.0, -math.inf]]])
+    assert perplexity(masked, torch.zeros(1, 1, dtype=torch.long)) == pytest.approx(2.0)
+    assert perplexity(torch.zeros(1, 2, 4, dtype=torch.bfloat16), targets) == pytest.approx(4.0, rel=1e-2)  # bfloat16 rounding
+
+
+def test_calibration_refuses_empty_and_non_finite_probabilities():
+    for probs in (np.array([[np.nan, np.nan], [0.5, 0.5]]), np.array([[np.inf, 0.0]])):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            expected_calibration_error(probs, [0, 1][:len(probs)])  # NaN used to give ECE nan
+        with pytest.raises(ValueError, match="NaN or inf"):
+            calibration_bins(probs, [0, 1][:len(probs)])
+    with pytest.raises(ValueError, match="no examples"):
+        expected_calibration_error(np.zeros((0, 3)), [])

@@ -87,8 +87,15 @@ class GradientReversal(nn.Module):
     def extra_repr(self): return f"lambda_={self.lambda_:.4g}"
 
 # %% ../nbs/60_domain.ipynb #1f344291
+def _check_nonnegative(value, name: str, why: str):
+    "Refuse a `value` that is not a finite number >= 0."
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (0 <= value < math.inf):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}; {why}")
+
 def dann_lambda(progress: float, gamma: float = 10.0) -> float:
     "DANN's warm-start schedule: 2 / (1 + exp(-gamma * progress)) - 1, from 0 at progress 0 rising towards 1."
+    _check_nonnegative(gamma, "gamma", "a negative gamma would make lambda negative, so the gradient would no longer be "
+                       "reversed (DANN uses gamma=10).")
     if not 0 <= progress <= 1: raise ValueError(f"progress must lie in [0, 1], got {progress!r}.")
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
@@ -97,6 +104,10 @@ class GradientReversalSchedule(Callback):
     def __init__(self, layer: GradientReversal, gamma: float = 10.0, max_lambda: float = 1.0):
         if not hasattr(layer, "lambda_"):
             raise TypeError(f"layer must have a `lambda_` attribute (a GradientReversal), got {type(layer).__name__}.")
+        _check_nonnegative(gamma, "gamma", "a negative gamma would make lambda negative, so the gradient would no longer be "
+                           "reversed (DANN uses gamma=10).")
+        _check_nonnegative(max_lambda, "max_lambda", "it scales the reversed gradient; a negative one would undo the "
+                           "reversal (DANN uses max_lambda=1).")
         self.layer, self.gamma, self.max_lambda, self.values = layer, gamma, max_lambda, []
 
     def before_fit(self, learn): self.values = []
@@ -155,6 +166,9 @@ def _check_feature_pair(source, target, name: str):
         if not isinstance(x, torch.Tensor) or x.ndim != 2:
             what = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{name}: {which} must be a [N, D] tensor of features, got {what}.")
+        if len(x) == 0:
+            raise ValueError(f"{name}: the {which} batch is empty (shape {tuple(x.shape)}); a distance between "
+                             "distributions needs at least one example from each domain.")
     if source.shape[1] != target.shape[1]:
         raise ValueError(f"{name}: source features have {source.shape[1]} dimensions but target features have "
                          f"{target.shape[1]}; compare features from the same layer of the same network.")
@@ -168,6 +182,7 @@ def mmd_bandwidths(source, target, multipliers=(0.125, 0.25, 0.5, 1.0, 2.0)) -> 
     "DAN-style kernel family: sigma^2 = multiplier x the mean squared distance between distinct pooled points (no gradient)."
     pooled = torch.cat([source, target]).detach()
     n = len(pooled)
+    if n < 2: raise ValueError(f"mmd_bandwidths needs at least 2 pooled examples for a mean distance, got {n}.")
     mean_squared_distance = torch.cdist(pooled, pooled).pow(2).sum() / (n * (n - 1))
     # all points equal: any bandwidth gives MMD 0, but a zero one would divide 0 by 0
     return [float(m * mean_squared_distance.clamp_min(1e-12)) for m in multipliers]

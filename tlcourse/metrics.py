@@ -113,11 +113,20 @@ def f1_score(y_true, y_pred, average: str | None = "macro", num_classes: int | N
     return precision_recall_f1(y_true, y_pred, average, num_classes, pos_label)[2]
 
 # %% ../nbs/20_metrics.ipynb #0c953acc
+def _check_scores(x, fn: str, name: str):
+    "Refuse NaN and +inf scores (a NaN compares false with everything and would count as a hit); -inf (a masked class) is allowed."
+    bad = np.isnan(x) | np.isposinf(x) if np.issubdtype(x.dtype, np.floating) else np.zeros(0, bool)
+    if bad.any():
+        raise ValueError(f"{fn}: {name} hold {int(bad.sum())} NaN or +inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])}); "
+                         "scores must be finite logits or probabilities (-inf is allowed for a masked class). "
+                         "A NaN usually means the model diverged: check the loss and learning rate.")
+
 def top_k_accuracy(scores, y_true, k: int = 5) -> float:
     "Fraction of rows of `scores` [N, C] (logits or probabilities) whose `k` largest entries include the label `y_true` [N]."
     scores = _to_numpy(scores)
     if scores.ndim != 2:
         raise ValueError(f"top_k_accuracy: scores must be [N, C] (one row of class scores per example), got shape {scores.shape}.")
+    _check_scores(scores, "top_k_accuracy", "scores")
     y_true, _, _ = _check_labels(y_true, np.zeros(len(scores), dtype=np.int64), scores.shape[1], fn="top_k_accuracy")
     if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"top_k_accuracy: k must be a positive integer, got {k!r}.")
     # the label is in the top k exactly when fewer than k classes score strictly higher than it
@@ -238,6 +247,8 @@ def perplexity(logits, targets, ignore_index: int = -100) -> float:
     if logits.ndim != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"perplexity expects logits [B, T, V] and targets [B, T]; got {tuple(logits.shape)} and "
                          f"{tuple(targets.shape)}. Shift targets by one position so targets[:, t] is the token after position t.")
+    if logits.is_floating_point():  # via float32 at least: numpy has no bfloat16
+        _check_scores(logits.detach().cpu().to(torch.promote_types(logits.dtype, torch.float32)).numpy(), "perplexity", "logits")
     keep = targets != ignore_index
     if not keep.any():
         raise ValueError(f"perplexity: every target equals ignore_index={ignore_index}; there are no tokens to score.")
@@ -254,6 +265,9 @@ def calibration_bins(probs, labels, n_bins: int = 15) -> dict:
     `confidence` and `accuracy` [n_bins] (0 in empty bins), from probabilities `probs` [N, C] and `labels` [N]."""
     probs = _to_numpy(probs).astype(np.float64)
     if probs.ndim != 2: raise ValueError(f"probs must be [N, C] class probabilities, got shape {probs.shape}.")
+    if not np.isfinite(probs).all():
+        raise ValueError(f"calibration_bins: probs hold {int((~np.isfinite(probs)).sum())} NaN or inf values; they must be "
+                         "probabilities in [0, 1] (rows summing to 1). A NaN usually means the model diverged.")
     if probs.size and (probs.min() < 0 or np.abs(probs.sum(1) - 1).max() > 1e-3):
         raise ValueError("probs must be probabilities (non-negative, rows summing to 1); apply softmax to logits first.")
     if not isinstance(n_bins, (int, np.integer)) or n_bins < 1: raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
