@@ -1,5 +1,5 @@
 """tlcourse.data: the shipped datasets are intact and shaped as documented; splits, loaders and shifts behave."""
-import gzip, hashlib, os, shutil
+import gzip, hashlib, math, os, shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +248,41 @@ def test_torchvision_missing_files_and_unknown_name(tmp_path):
     assert "download=True" in message and "FashionMNIST/raw" in message and "t10k-images-idx3-ubyte" in message
     with pytest.raises(ValueError, match="supported: MNIST"):
         load_torchvision_dataset("CIFAR10", tmp_path)
+
+
+def test_shift_parameters_must_be_finite_and_in_range():
+    x = load_digits().images[:4]
+    for bad in [math.nan, math.inf, -math.inf]:
+        with pytest.raises(ValueError, match="rotate: degrees must be a finite number"): rotate(x, bad)
+        with pytest.raises(ValueError, match="gaussian_noise: std must be a finite number >= 0"): gaussian_noise(x, bad)
+        with pytest.raises(ValueError, match="gaussian_blur: sigma must be a finite number >= 0"): gaussian_blur(x, bad)
+        with pytest.raises(ValueError, match="contrast: factor must be a finite number >= 0"): contrast(x, bad)
+        with pytest.raises(ValueError, match=r"color channel must be a finite number in \[0, 1\]"): colorize(x, color=(bad, 0, 0))
+    with pytest.raises(ValueError, match=">= 0, got -0.1"): gaussian_noise(x, -0.1)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got 1.5"): colorize(x, background=(0, 1.5, 0))
+    with pytest.raises(ValueError, match="3 numbers"): colorize(x, color=(1.0, 0.5))
+    with pytest.raises(TypeError, match="must be a number"): rotate(x, "30")
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1"): permute_labels(torch.tensor([0, 1]), 0)
+    assert torch.equal(rotate(x, np.float64(30)), rotate(x, 30))  # numpy numbers are still numbers
+
+
+def test_per_class_count_beyond_what_exists_says_how_many_exist():
+    labels = load_digits().labels  # the smallest digits class, 8, has 174 examples
+    with pytest.raises(ValueError, match=r"Asked for 1000 examples per class.*8: 174"):
+        split_per_class(labels, 1000)
+    for bad in [math.nan, -0.5, 1.0]:
+        with pytest.raises(ValueError, match="between 0 and 1"): split_per_class(labels, bad)
+
+
+def test_checksum_is_on_content_even_with_size_and_mtime_restored(scratch_data):
+    path = scratch_data / "digits.npz"
+    assert load_digits().images.shape[0] == 1797  # verified (and, before the fix, cached) once
+    before = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[200] ^= 0xFF  # same size, different bytes
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # put the old modification time back
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(DataFileError, match="corrupt"):
+        load_digits()
+    assert data.file_sha256(path) == hashlib.sha256(bytes(blob)).hexdigest()

@@ -292,3 +292,39 @@ def test_top_stages_on_cached_maps_equal_the_whole_network(data):
     assert top.stage_names == ["stem", "stage3", "head"]
     with torch.no_grad(): assert torch.allclose(top(maps.view(-1, 8, 7, 7)), model(data.images), atol=1e-5)  # maps already shaped
     with pytest.raises(ValueError, match="nothing above the head"): top_stages(model, "head", (4,))
+
+
+# ---------------------------------------------------------------- out-of-range settings are refused with the range
+def test_decay_outside_0_1_is_refused_with_the_range():
+    model = small_cnn()
+    for bad in [1.5, 2.6, 0, -0.5, math.nan, math.inf]:
+        with pytest.raises(ValueError, match=r"decay must be a finite number in \(0, 1\]"): layerwise_lr_groups(model, 1.0, bad)
+        with pytest.raises(ValueError, match=r"\(0, 1\]"): fine_tune(model, None, epochs=1, decay=bad)
+    with pytest.raises(TypeError, match="decay must be a number"): layerwise_lr_groups(model, 1.0, "0.5")
+    assert [g["lr"] for g in layerwise_lr_groups(model, 1.0, 1)] == [1.0] * len(model.stage_names)  # decay = 1 still allowed
+
+
+def test_bad_rates_and_step_counts_are_refused_with_the_range(data):
+    model = small_cnn()
+    for bad in [-1e-3, 0.0, math.nan, math.inf]:
+        with pytest.raises(ValueError, match=r"base_lr must be a finite number in \(0, inf\)"): layerwise_lr_groups(model, bad)
+        with pytest.raises(ValueError, match=r"base_lr .*\(0, inf\)"): fine_tune(model, None, epochs=1, base_lr=bad)
+        with pytest.raises(ValueError, match=r"lr_max .*\(0, inf\)"): slanted_triangular_lr(0, 100, bad)
+        with pytest.raises(ValueError, match=r"div .*\(0, inf\)"): one_cycle(div=bad)
+        with pytest.raises(ValueError, match=r"lr .*\(0, inf\)"): lp_ft(model, None, lr=bad)
+    with pytest.raises(ValueError, match=r"final must be a finite number in \[0, 1\]"): warmup_cosine(final=math.nan)
+    with pytest.raises(ValueError, match=r"final_div .*\(0, inf\)"): one_cycle(final_div=math.inf)
+    with pytest.raises(ValueError, match=r"ratio .*\[1, inf\)"): slanted_triangular_lr(0, 100, 0.01, ratio=0.5)
+    with pytest.raises(ValueError, match=r"t must be a step in 0..T = 0..100"): slanted_triangular_lr(-1, 100, 0.01)
+    with pytest.raises(ValueError, match=r"t must be a step in 0..T = 0..100"): slanted_triangular_lr(101, 100, 0.01)
+    with pytest.raises(ValueError, match=r"T \(the number of steps\) must be an int >= 1"): slanted_triangular_schedule(-10)
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"): fine_tune(model, None, epochs=-1)
+    with pytest.raises(ValueError, match="freeze_epochs must be an int >= 0"): fine_tune(model, None, epochs=1, freeze_epochs=-1)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"): lp_ft(model, None, lr=1e-3, steps=-5)
+    with pytest.raises(ValueError, match=r"alpha must be a finite number in \[0, inf\)"): L2SP(model, alpha=math.nan)
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, inf\)"): l2_sp_penalty(model, {}, 0.1, -1.0)
+    learn = Learner(model, make_loader(data, 10), lr=1e-3)
+    with pytest.raises(ValueError, match=r"end_lr must be a finite number in \(0, inf\)"): lr_find(learn, 1e-5, math.inf)
+    with pytest.raises(ValueError, match=r"start_lr .*\(0, inf\)"): lr_find(learn, math.nan, 1.0)
+    with pytest.raises(ValueError, match=r"beta .*\[0, 1\)"): lr_find(learn, beta=1.0)
+    with pytest.raises(TypeError, match="num_steps must be an int >= 2"): lr_find(learn, num_steps=10.5)

@@ -11,7 +11,7 @@ __all__ = ['DATA_DIR', 'DIGIT_CLASSES', 'FASHION_MNIST_CLASSES', 'ROTTEN_TOMATOE
            'load_torchvision_dataset']
 
 # %% ../nbs/00_data.ipynb #83927da8
-import gzip, hashlib, json, os
+import gzip, hashlib, json, math, numbers, os
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +44,13 @@ def read_manifest() -> dict:
                             "or rebuild everything with `python scripts/make_data.py all`.")
     return json.loads(path.read_text())
 
-_sha_cache = {}  # (path, size, mtime) -> sha256, so a file is hashed once per process
-
 def file_sha256(path) -> str:
-    "sha256 hex digest of a file, cached while its size and modification time are unchanged."
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha_cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _sha_cache[key] = digest.hexdigest()
-    return _sha_cache[key]
+    "sha256 hex digest of a file's content, read in 1 MB blocks. Never cached: size and mtime can stay the same when bytes change."
+    digest = hashlib.sha256()
+    with open(Path(path).resolve(), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 # %% ../nbs/00_data.ipynb #d0870e16
 def _restore_hint(name: str, file: str) -> str:
@@ -296,17 +289,26 @@ def make_loader(dataset, batch_size: int, shuffle: bool = False, seed: int = 0, 
                                        num_workers=num_workers, drop_last=drop_last, collate_fn=collate_fn)
 
 # %% ../nbs/00_data.ipynb #be6c970b
+def _check_shift_parameter(value, name: str, low: float = -math.inf, high: float = math.inf):
+    "Raise a clear error unless `value` is a finite real number in [low, high]."
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    if not (math.isfinite(value) and low <= value <= high):
+        allowed = "a finite number" + (f" >= {low:g}" if math.isfinite(low) and not math.isfinite(high) else
+                                       f" in [{low:g}, {high:g}]" if math.isfinite(low) else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+
 def rotate(images, degrees: float):
     "Rotate every image [N, C, H, W] by `degrees` counter-clockwise about its centre; corners fill with 0 (black)."
     from torchvision.transforms.v2 import functional as TF, InterpolationMode
     _check_images(images, "rotate")
+    _check_shift_parameter(degrees, "rotate: degrees")
     return TF.rotate(images, angle=float(degrees), interpolation=InterpolationMode.BILINEAR, fill=0.0)
 
 def gaussian_noise(images, std: float, seed: int = 0):
     "Add pixel noise N(0, std^2) drawn with `seed`, then clamp to [0, 1]. Shape [N, C, H, W] is kept."
     _check_images(images, "gaussian_noise")
-    if std < 0:
-        raise ValueError(f"gaussian_noise: std must be >= 0, got {std}.")
+    _check_shift_parameter(std, "gaussian_noise: std", 0)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     return (images + std * noise.to(images.device, images.dtype)).clamp(0, 1)
 
@@ -314,8 +316,7 @@ def gaussian_blur(images, sigma: float):
     "Blur with a Gaussian of standard deviation `sigma` pixels (kernel covers +-3 sigma); sigma 0 returns a copy."
     from torchvision.transforms.v2 import functional as TF
     _check_images(images, "gaussian_blur")
-    if sigma < 0:
-        raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}.")
+    _check_shift_parameter(sigma, "gaussian_blur: sigma", 0)
     if sigma == 0:
         return images.clone()
     kernel = 2 * int(np.ceil(3 * sigma)) + 1  # odd, wide enough to hold +-3 sigma
@@ -325,8 +326,7 @@ def contrast(images, factor: float):
     "Scale each image's contrast about its mean grey level: 0 gives flat grey, 1 leaves it unchanged, >1 sharpens (clamped to [0, 1])."
     from torchvision.transforms.v2 import functional as TF
     _check_images(images, "contrast")
-    if factor < 0:
-        raise ValueError(f"contrast: factor must be >= 0, got {factor}.")
+    _check_shift_parameter(factor, "contrast: factor", 0)
     return TF.adjust_contrast(images, contrast_factor=float(factor))
 
 def colorize(images, color=(1.0, 0.4, 0.1), background=(0.0, 0.0, 0.0)):
@@ -334,6 +334,9 @@ def colorize(images, color=(1.0, 0.4, 0.1), background=(0.0, 0.0, 0.0)):
     _check_images(images, "colorize")
     if images.shape[1] != 1:
         raise ValueError(f"colorize: expects 1-channel images [N, 1, H, W], got {images.shape[1]} channels.")
+    for name, rgb in (("color", color), ("background", background)):
+        if len(rgb) != 3: raise ValueError(f"colorize: {name} must be 3 numbers (red, green, blue) in [0, 1], got {rgb!r}.")
+        for value in rgb: _check_shift_parameter(value, f"colorize: each {name} channel", 0, 1)
     color = torch.tensor(color, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     background = torch.tensor(background, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return background + (color - background) * images  # a straight line from paper colour to ink colour
@@ -341,6 +344,8 @@ def colorize(images, color=(1.0, 0.4, 0.1), background=(0.0, 0.0, 0.0)):
 def permute_labels(labels, num_classes: int, seed: int = 0):
     """Relabel with a seeded random bijection of the classes (a pure label shift: same images, new names).
     Returns int64 labels [N]; `permute_labels(torch.arange(num_classes), num_classes, seed)` is the mapping itself."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"permute_labels: num_classes must be an int >= 1, got {num_classes!r}.")
     labels = torch.as_tensor(labels).long()
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"permute_labels: labels must lie in 0..{num_classes - 1}, got {labels.min().item()}..{labels.max().item()}.")

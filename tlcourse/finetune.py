@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_finetune.ipynb #90c177b1
 from __future__ import annotations
-import copy, math
+import copy, math, numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -88,13 +88,29 @@ def trainable_stages(model) -> list[str]:
     return [s for s in _stage_names(model) if any(p.requires_grad for p in model.stage(s).parameters())]
 
 # %% ../nbs/40_finetune.ipynb #633a6e4d
+def _check_number(value, name: str, low: float, high: float = math.inf, closed: str = "()", hint: str = ""):
+    "Raise a clear error unless `value` is a finite real number in the interval low..high (`closed`: '()', '[)', '(]', '[]')."
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    above = value > low if closed[0] == "(" else value >= low
+    below = value < high if closed[1] == ")" else value <= high
+    if not (math.isfinite(value) and above and below):
+        raise ValueError(f"{name} must be a finite number in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value!r}.{hint}")
+
+def _check_count(value, name: str, minimum: int = 0):
+    "Raise a clear error unless `value` is an int >= minimum (a number of steps or epochs)."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}.")
+    if value < minimum: raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+
 def layerwise_lr_groups(model, base_lr: float, decay: float = 1 / 2.6) -> list[dict]:
     """One parameter group per stage (bottom to top), for `Learner(param_groups=...)`: the stage at depth d from the
     top (head d = 0, the stage below it d = 1, ...) gets lr = base_lr * decay**d. decay = 1/2.6 is ULMFiT's rule,
     decay = 1 one rate for all. Each group also carries the stage's `name`."""
     names = _stage_names(model)
-    if not (isinstance(base_lr, (int, float)) and base_lr > 0): raise ValueError(f"base_lr must be a positive number, got {base_lr!r}.")
-    if not (isinstance(decay, (int, float)) and decay > 0): raise ValueError(f"decay must be a positive number (e.g. 1/2.6), got {decay!r}.")
+    _check_number(base_lr, "base_lr", 0)
+    _check_number(decay, "decay", 0, 1, "(]", " decay must be a positive number at most 1: 1/2.6 is ULMFiT's rule, 1 one rate "
+                  "for all; decay > 1 would give the lower stages larger rates than the head.")
     groups = []
     for depth, name in enumerate(reversed(names)):
         params = list(model.stage(name).parameters())
@@ -118,6 +134,7 @@ def warmup_cosine(warmup: float = 0.1, final: float = 0.0):
     """Schedule `progress -> multiplier`: linear warm-up from 0 to 1 over the first `warmup` fraction of training,
     then a half cosine from 1 down to `final`."""
     _check_fraction(warmup, "warmup")
+    _check_number(final, "final", 0, 1, "[]", " It is the multiplier the rate ends at (0 = decay to zero).")
     def schedule(progress: float) -> float:
         if progress < warmup: return progress / warmup
         return _cosine_between(1.0, final, (progress - warmup) / (1 - warmup))
@@ -127,7 +144,7 @@ def one_cycle(pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4
     """One-cycle schedule `progress -> multiplier` (fastai's version): a half cosine from 1/div up to 1 over the first
     `pct_start` of training, then a half cosine from 1 down to 1/final_div."""
     _check_fraction(pct_start, "pct_start", low_open=True)
-    if div <= 0 or final_div <= 0: raise ValueError(f"div and final_div must be positive, got {div}, {final_div}.")
+    _check_number(div, "div", 0); _check_number(final_div, "final_div", 0)
     def schedule(progress: float) -> float:
         if progress < pct_start: return _cosine_between(1 / div, 1.0, progress / pct_start)
         return _cosine_between(1.0, 1 / final_div, (progress - pct_start) / (1 - pct_start))
@@ -139,6 +156,10 @@ def slanted_triangular_lr(t: int, T: int, lr_max: float, cut_frac: float = 0.1, 
     cut = floor(T * cut_frac); p = t / cut before the cut, else 1 - (t - cut) / (cut * (1 / cut_frac - 1));
     lr = lr_max * (1 + p * (ratio - 1)) / ratio."""
     _check_fraction(cut_frac, "cut_frac", low_open=True)
+    _check_count(T, "T (the number of steps)", 1)
+    _check_number(lr_max, "lr_max", 0)
+    _check_number(ratio, "ratio", 1, closed="[)", hint=" It is lr_max / the lowest rate (32 in ULMFiT).")
+    if not 0 <= t <= T: raise ValueError(f"t must be a step in 0..T = 0..{T}, got {t!r}.")
     cut = math.floor(T * cut_frac)
     if cut < 1:
         raise ValueError(f"T * cut_frac = {T} * {cut_frac} < 1: the rising part would have no step. "
@@ -213,8 +234,11 @@ def lr_find(learn: Learner, start_lr: float = 1e-6, end_lr: float = 1.0, num_ste
     (for the group with the largest base rate; the others keep their ratio to it), stopping when the smoothed loss
     exceeds `stop_factor` times its minimum. Afterwards the weights, buffers, optimiser, history and random state are
     restored, so the learner trains as if the sweep never happened."""
-    if not 0 < start_lr < end_lr: raise ValueError(f"Need 0 < start_lr < end_lr, got {start_lr}, {end_lr}.")
-    if num_steps < 2: raise ValueError(f"num_steps must be at least 2, got {num_steps}.")
+    _check_number(start_lr, "start_lr", 0); _check_number(end_lr, "end_lr", 0)
+    if not start_lr < end_lr: raise ValueError(f"Need 0 < start_lr < end_lr, got {start_lr}, {end_lr}.")
+    _check_count(num_steps, "num_steps", 2)
+    _check_number(stop_factor, "stop_factor", 1, closed="()", hint=" The sweep stops when the loss exceeds this many times its minimum.")
+    _check_number(beta, "beta", 0, 1, "[)", " It is the smoothing of the loss's moving average (0 = none).")
     saved = dict(model=copy.deepcopy(learn.model.state_dict()), opt=copy.deepcopy(learn.opt.state_dict()),
                  history=learn.history.state_dict(), rng=get_rng_states(), callbacks=learn.callbacks,
                  checkpoint_path=learn.checkpoint_path, training=learn.model.training)
@@ -282,6 +306,8 @@ def lp_ft(model, train_set, lr: float, steps: int = 200, probe_steps: int = 200,
     """Linear probe, then fine-tune (Kumar et al., 2022) on a labelled image dataset (`.images` [N, C, H, W], `.labels`):
     fit a probe on the frozen, cached `model.features`, copy it into the head, then train every stage for about
     `steps` steps with `fit_classifier(lr=lr, ...)`. Returns the fine-tuning Learner."""
+    _check_number(lr, "lr", 0); _check_number(probe_lr, "probe_lr", 0)
+    _check_count(steps, "steps", 1); _check_count(probe_steps, "probe_steps", 1)
     features = extract_features(model, train_set.images)
     probe = fit_linear_probe(features, train_set.labels, len(train_set.classes), lr=probe_lr, steps=probe_steps, seed=seed)
     unfreeze(probe_to_head(probe, model)).train()
@@ -297,6 +323,7 @@ def _split_body_head(model):
 def l2_sp_penalty(model, reference: dict, alpha: float, beta: float) -> torch.Tensor:
     """L2-SP penalty alpha/2 * sum over body parameters of ||w - reference[name]||^2 + beta/2 * ||head parameters||^2.
     `reference` maps body parameter names (as in model.named_parameters()) to their pretrained values."""
+    _check_number(alpha, "alpha", 0, closed="[)"); _check_number(beta, "beta", 0, closed="[)")
     body, head = _split_body_head(model)
     missing = [name for name, _ in body if name not in reference]
     if missing: raise KeyError(f"reference has no starting value for {len(missing)} body parameters (first: {missing[0]}).")
@@ -308,7 +335,7 @@ class L2SP(Callback):
     made (`pretrained`, usually the model right after loading; its body must match the trained model's), and the head
     towards 0. Train with weight_decay=0."""
     def __init__(self, pretrained: nn.Module, alpha: float = 0.01, beta: float = 0.01):
-        if alpha < 0 or beta < 0: raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}.")
+        _check_number(alpha, "alpha", 0, closed="[)"); _check_number(beta, "beta", 0, closed="[)")
         self.alpha, self.beta = alpha, beta
         self.reference = {name: p.detach().clone() for name, p in _split_body_head(pretrained)[0]}
 
@@ -330,6 +357,9 @@ def fine_tune(model, train_dl, epochs: int, base_lr: float = 2e-3, freeze_epochs
     """Fine-tune a pretrained StagedModel (with a new head): `freeze_epochs` epochs training only the head at `base_lr`,
     then `epochs` epochs training every stage with `layerwise_lr_groups(model, base_lr / 2, decay)`. Both phases use
     `schedule` (default one-cycle). Returns the second phase's Learner (the first one's history is `.head_history`)."""
+    _check_count(epochs, "epochs", 1); _check_count(freeze_epochs, "freeze_epochs", 0)
+    _check_number(base_lr, "base_lr", 0)
+    _check_number(decay, "decay", 0, 1, "(]", " decay > 1 would give the lower stages larger rates than the head.")
     schedule = schedule or one_cycle()
     names = _stage_names(model)
     head_history = None
