@@ -366,7 +366,7 @@ def add_input_adapter(model: StagedModel, adapter: nn.Module) -> StagedModel:
     return model
 
 # %% ../nbs/01_models.ipynb #e0a19f59
-from .data import file_sha256  # the one checksum helper of the course (chunked, cached per file version)
+from .data import file_sha256  # the one checksum helper of the course (chunked, always on the content)
 
 
 class ChecksumError(ValueError):
