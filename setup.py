@@ -1,5 +1,7 @@
 from configparser import ConfigParser
-import setuptools, shlex
+from pathlib import Path
+import setuptools, shlex, shutil
+from setuptools.command.build_py import build_py
 
 # note: all settings are in settings.ini; edit there, not here
 config = ConfigParser(delimiters=['='])
@@ -29,7 +31,34 @@ pkg_data = cfg.get('package_data', None)
 if pkg_data:
     package_data[cfg['lib_name']] = pkg_data.split()
 
+# The course's data (datasets and pretrained checkpoints, ~17 MB) ships inside the wheel as `tlcourse/_data/`, so a
+# normal `pip install .` can load every dataset and checkpoint without the repository. The repository keeps data/
+# where it is: it is copied into the build tree only. An editable install reads the repository's data/ directly.
+DATA_SOURCE = Path(__file__).resolve().parent / 'data'
+
+def is_data_file(rel: Path) -> bool:
+    "Skip hidden files (partial atomic writes are named `.<name>.*.tmp`), caches and byte-code."
+    return not any(part.startswith('.') or part == '__pycache__' for part in rel.parts) and rel.suffix not in ('.pyc', '.tmp')
+
+class build_py_with_data(build_py):
+    def run(self):
+        if getattr(self, 'editable_mode', False): return super().run()
+        # build/ outlives builds: start the package's build tree afresh so that no stale module or data file ships
+        if Path(self.build_lib).resolve() != DATA_SOURCE.parent: shutil.rmtree(Path(self.build_lib) / cfg['lib_name'], ignore_errors=True)
+        super().run()
+        if not (DATA_SOURCE / 'manifest.json').is_file():
+            raise SystemExit(f"tlcourse: building a wheel needs the course data in {DATA_SOURCE} (its manifest.json is "
+                             "missing). Build from a full checkout of the repository, or restore data/ with "
+                             "`git checkout -- data`.")
+        target = Path(self.build_lib) / cfg['lib_name'] / '_data'
+        for src in sorted(DATA_SOURCE.rglob('*')):
+            rel = src.relative_to(DATA_SOURCE)
+            if src.is_file() and is_data_file(rel):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target / rel)
+
 setuptools.setup(
+    cmdclass = {'build_py': build_py_with_data},
     name = cfg['lib_name'],
     license = lic[0],
     classifiers = [
