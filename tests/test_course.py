@@ -1,4 +1,4 @@
-"""Experiment profiles and claims (tlcourse.course): profile choice, sizes, claims against scipy, never raising."""
+"""Experiment profiles and claims (tlcourse.evaluate, the evaluation protocol): profile choice, sizes, claims against scipy, never raising."""
 import json
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tlcourse.course import Claims, experiment_profile, experiment_sizes
+from tlcourse.evaluate import Claims, experiment_profile, experiment_sizes
 
 
 @pytest.fixture

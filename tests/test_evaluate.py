@@ -9,7 +9,7 @@ from scipy import stats
 from tlcourse.evaluate import (ablate, ablation_configurations, area_under_curve, cross_validate, learning_curve,
                                log_uniform, paired_comparison, random_search, sample_settings, steps_to_target,
                                stratified_folds, uniform)
-from tlcourse.transfer import label_efficiency
+from tlcourse.evaluate import label_efficiency
 
 
 def nearest_mean_run(images, labels):

@@ -7,13 +7,11 @@ import torch
 from torch import nn
 
 from tlcourse.data import TensorImageDataset, make_loader
-from tlcourse.finetune import (GradualUnfreezing, L2SP, constant_schedule, fine_tune, freeze, freeze_up_to,
-                               l2_sp_penalty, layerwise_lr_groups, lp_ft, lr_find, one_cycle, probe_to_head,
-                               slanted_triangular_lr, slanted_triangular_schedule, train_only, trainable_stages,
-                               unfreeze, warmup_cosine)
+from tlcourse.finetune import GradualUnfreezing, L2SP, fine_tune, freeze, freeze_up_to, l2_sp_penalty, layerwise_lr_groups, lp_ft, lr_find, probe_to_head, train_only, trainable_stages, unfreeze
+from tlcourse.schedules import constant_schedule, one_cycle, slanted_triangular_lr, slanted_triangular_schedule, warmup_cosine
 from tlcourse.learner import Callback, Learner, set_seed
 from tlcourse.models import SmallCNN, TinyTransformer
-from tlcourse.transfer import LinearProbe, fit_linear_probe
+from tlcourse.features import LinearProbe, fit_linear_probe
 
 
 @pytest.fixture(autouse=True)
@@ -248,12 +246,103 @@ def test_lr_find_restores_everything(data):
 def test_fine_tune_recipe_freezes_then_trains_everything(data):
     model = small_cnn()
     before = copy.deepcopy(model.state_dict())
-    learn = fine_tune(model, make_loader(data, 20), epochs=1, base_lr=1e-2, freeze_epochs=1, progress=False)
+    learn = fine_tune(model, make_loader(data, 20), steps=4, base_lr=1e-2, freeze_steps=2, progress=False)
     assert len(learn.head_history) == 2 and len(learn.history) == 2
     assert [g["name"] for g in learn.opt.param_groups] == model.stage_names
     assert learn.opt.param_groups[-1]["base_lr"] == pytest.approx(5e-3)
     assert trainable_stages(model) == model.stage_names
     assert not torch.equal(before["stages.stem.0.weight"], model.state_dict()["stages.stem.0.weight"])
+
+
+# ---------------------------------------------------------------- the layered API: Learner methods over the functions
+def test_learner_freeze_to_freezes_what_the_functions_freeze(data):
+    learn = Learner(small_cnn(), make_loader(data, 10), seed=0, progress=False)
+    names = learn.model.stage_names                                     # stem, stage1, stage2, stage3, head
+    assert learn.freeze() is learn and trainable_stages(learn.model) == ["head"]
+    for n in range(-len(names), len(names)):
+        assert trainable_stages(learn.freeze_to(n).model) == names[n:], n
+    by_function = freeze_up_to(small_cnn(), "stage2")
+    learn.freeze_to("stage2")
+    assert trainable_stages(learn.model) == trainable_stages(by_function) == ["stage3", "head"]
+    for stage in names:  # the same BatchNorm handling: frozen stages keep their statistics
+        assert getattr(learn.model.stage(stage), "frozen_in_eval", False) == getattr(by_function.stage(stage), "frozen_in_eval", False)
+    assert trainable_stages(learn.unfreeze().model) == names
+    with pytest.raises(ValueError, match=r"n must be an int from -5 to 4"): learn.freeze_to(5)
+    with pytest.raises(ValueError, match=r"n must be an int from -5 to 4"): learn.freeze_to(-6)
+    with pytest.raises(TypeError, match="stage name or an int"): learn.freeze_to(1.5)
+    with pytest.raises(ValueError, match="stages are"): learn.freeze_to("block2")
+
+
+def test_learner_lr_find_is_the_function(data):
+    def sweep(use_method):
+        learn = Learner(small_cnn(), make_loader(data, 8, shuffle=True), lr=1e-3, seed=0, progress=False)
+        set_seed(1)
+        return learn.lr_find(1e-5, 10.0, num_steps=6) if use_method else lr_find(learn, 1e-5, 10.0, num_steps=6)
+    by_method, by_function = sweep(True), sweep(False)
+    assert by_method.lrs == by_function.lrs and by_method.losses == by_function.losses
+
+
+def fine_tune_by_hand(model, loader, head_epochs, epochs, base_lr, decay):
+    "The recipe written out with the lower layer: two Learners, freeze_up_to / unfreeze, fresh optimisers."
+    freeze_up_to(model, model.stage_names[-2])
+    head = Learner(model, loader, lr=base_lr, schedule=one_cycle(), seed=0, progress=False)
+    head.fit(head_epochs)
+    unfreeze(model)
+    learn = Learner(model, loader, param_groups=layerwise_lr_groups(model, base_lr / 2, decay), lr=base_lr / 2,
+                    schedule=one_cycle(), seed=0, progress=False)
+    learn.fit(epochs)
+    return head.history, learn
+
+
+def test_fine_tune_method_equals_the_recipe_by_hand(data):
+    "Learner.fine_tune(steps) takes the same steps, in the same order, as the two-phase recipe by hand: equal weights."
+    loader = make_loader(data, 10, shuffle=True)                       # 4 steps per epoch
+    head_history, by_hand = fine_tune_by_hand(small_cnn(), loader, 1, 2, 1e-2, 0.5)
+    learn = Learner(small_cnn(), loader, seed=0, progress=False)
+    assert learn.fine_tune(steps=12, freeze_steps=4, base_lr=1e-2, decay=0.5) is learn
+    for name, value in by_hand.model.state_dict().items():
+        assert torch.equal(value, learn.model.state_dict()[name]), name
+    assert learn.history.train_loss == by_hand.history.train_loss and learn.head_history.train_loss == head_history.train_loss
+    assert [g["base_lr"] for g in learn.opt.param_groups] == [g["base_lr"] for g in by_hand.opt.param_groups]
+
+
+def test_fine_tune_counts_its_budget_in_steps(data):
+    loader = make_loader(data, 10, shuffle=True)                       # 4 steps per epoch
+    learn = Learner(small_cnn(), loader, seed=0, progress=False).fine_tune(steps=20, freeze_steps=8)
+    assert (len(learn.head_history), len(learn.history)) == (8, 12)
+    learn = Learner(small_cnn(), loader, seed=0, progress=False).fine_tune(steps=12)   # default: one epoch on the head
+    assert (len(learn.head_history), len(learn.history)) == (4, 8)
+    learn = Learner(small_cnn(), loader, seed=0, progress=False).fine_tune(steps=8, freeze_steps=0)
+    assert learn.head_history is None and len(learn.history) == 8
+    with pytest.raises(ValueError, match=r"freeze_steps \(4\) must be smaller than steps \(4\)"): learn.fine_tune(steps=4)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"): learn.fine_tune(steps=0)
+    with pytest.raises(TypeError, match="steps must be an int >= 1"): learn.fine_tune(steps=2.5)
+    with pytest.raises(ValueError, match="freeze_steps must be an int >= 0"): learn.fine_tune(steps=8, freeze_steps=-1)
+
+
+def test_transfer_learner_loads_the_checkpoint_with_a_new_head_and_a_frozen_body(data):
+    from tlcourse.finetune import transfer_learner
+    from tlcourse.registry import load_pretrained
+    pretrained = load_pretrained("fashion_cnn").state_dict()
+    learn = transfer_learner("fashion_cnn", data, num_classes=4, valid_set=data, lr=1e-2, progress=False)
+    model = learn.model
+    assert trainable_stages(model) == ["head"] and model(data.images[:2]).shape == (2, 4)
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith("stages.head")}
+    assert body and all(torch.equal(v, pretrained[k]) for k, v in body.items())       # the checkpoint's weights
+    assert [g["name"] for g in learn.opt.param_groups] == model.stage_names
+    learn.fine_tune(steps=6, freeze_steps=2, base_lr=1e-2)
+    assert not torch.equal(model.state_dict()["stages.stem.0.weight"], pretrained["stages.stem.0.weight"])
+    assert "valid_accuracy" in learn.history.epochs[-1]
+
+
+def test_transfer_learner_refuses_bad_input_clearly(data):
+    from tlcourse.finetune import transfer_learner
+    with pytest.raises(ValueError, match="Unknown checkpoint 'no_such_checkpoint'. Known checkpoints: .*fashion_cnn"):
+        transfer_learner("no_such_checkpoint", data, 4)
+    with pytest.raises(TypeError, match="name of a shipped checkpoint"): transfer_learner(small_cnn(), data, 4)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"): transfer_learner("fashion_cnn", data, 1)
+    with pytest.raises(ValueError, match="labels up to 3, but num_classes=3"): transfer_learner("fashion_cnn", data, 3)
+    with pytest.raises(ValueError, match="dataset is empty"): transfer_learner("fashion_cnn", data.subset(torch.arange(0)), 4)
 
 
 # ---------------------------------------------------------------- lecture 4b's helpers
@@ -284,7 +373,7 @@ def test_surgical_fine_tune_changes_only_the_chosen_stage(data):
 
 def test_top_stages_on_cached_maps_equal_the_whole_network(data):
     from tlcourse.finetune_experiments import top_stages
-    from tlcourse.transfer import extract_features
+    from tlcourse.features import extract_features
     model = small_cnn().eval()
     maps = extract_features(model, data.images, stage="stage2", grid=7, cache=False)  # stage2 output is 8 x 7 x 7
     top = top_stages(model, "stage2", (8, 7, 7)).eval()
@@ -295,11 +384,11 @@ def test_top_stages_on_cached_maps_equal_the_whole_network(data):
 
 
 # ---------------------------------------------------------------- out-of-range settings are refused with the range
-def test_decay_outside_0_1_is_refused_with_the_range():
+def test_decay_outside_0_1_is_refused_with_the_range(data):
     model = small_cnn()
     for bad in [1.5, 2.6, 0, -0.5, math.nan, math.inf]:
         with pytest.raises(ValueError, match=r"decay must be a finite number in \(0, 1\]"): layerwise_lr_groups(model, 1.0, bad)
-        with pytest.raises(ValueError, match=r"\(0, 1\]"): fine_tune(model, None, epochs=1, decay=bad)
+        with pytest.raises(ValueError, match=r"\(0, 1\]"): fine_tune(model, make_loader(data, 10), steps=8, decay=bad)
     with pytest.raises(TypeError, match="decay must be a number"): layerwise_lr_groups(model, 1.0, "0.5")
     assert [g["lr"] for g in layerwise_lr_groups(model, 1.0, 1)] == [1.0] * len(model.stage_names)  # decay = 1 still allowed
 
@@ -308,7 +397,7 @@ def test_bad_rates_and_step_counts_are_refused_with_the_range(data):
     model = small_cnn()
     for bad in [-1e-3, 0.0, math.nan, math.inf]:
         with pytest.raises(ValueError, match=r"base_lr must be a finite number in \(0, inf\)"): layerwise_lr_groups(model, bad)
-        with pytest.raises(ValueError, match=r"base_lr .*\(0, inf\)"): fine_tune(model, None, epochs=1, base_lr=bad)
+        with pytest.raises(ValueError, match=r"base_lr .*\(0, inf\)"): fine_tune(model, make_loader(data, 10), steps=8, base_lr=bad)
         with pytest.raises(ValueError, match=r"lr_max .*\(0, inf\)"): slanted_triangular_lr(0, 100, bad)
         with pytest.raises(ValueError, match=r"div .*\(0, inf\)"): one_cycle(div=bad)
         with pytest.raises(ValueError, match=r"lr .*\(0, inf\)"): lp_ft(model, None, lr=bad)
@@ -318,8 +407,8 @@ def test_bad_rates_and_step_counts_are_refused_with_the_range(data):
     with pytest.raises(ValueError, match=r"t must be a step in 0..T = 0..100"): slanted_triangular_lr(-1, 100, 0.01)
     with pytest.raises(ValueError, match=r"t must be a step in 0..T = 0..100"): slanted_triangular_lr(101, 100, 0.01)
     with pytest.raises(ValueError, match=r"T \(the number of steps\) must be an int >= 1"): slanted_triangular_schedule(-10)
-    with pytest.raises(ValueError, match="epochs must be an int >= 1"): fine_tune(model, None, epochs=-1)
-    with pytest.raises(ValueError, match="freeze_epochs must be an int >= 0"): fine_tune(model, None, epochs=1, freeze_epochs=-1)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"): fine_tune(model, make_loader(data, 10), steps=-1)
+    with pytest.raises(ValueError, match="freeze_steps must be an int >= 0"): fine_tune(model, make_loader(data, 10), steps=8, freeze_steps=-1)
     with pytest.raises(ValueError, match="steps must be an int >= 1"): lp_ft(model, None, lr=1e-3, steps=-5)
     with pytest.raises(ValueError, match=r"alpha must be a finite number in \[0, inf\)"): L2SP(model, alpha=math.nan)
     with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, inf\)"): l2_sp_penalty(model, {}, 0.1, -1.0)

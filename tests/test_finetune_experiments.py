@@ -6,7 +6,7 @@ from tlcourse.data import TensorImageDataset
 from tlcourse.finetune_experiments import FASHION_SUPERCLASSES, ReshapeTo, superclass_task, surgical_fine_tune, top_stages
 from tlcourse.learner import set_seed
 from tlcourse.models import SmallCNN
-from tlcourse.transfer import extract_features
+from tlcourse.features import extract_features
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ from tlcourse.data import load_mnist5k, subsample_per_class
 from tlcourse.models import SmallCNN
 from tlcourse.representations import (cka_matrix, embed_2d, layer_activations, layerwise_experiment, layerwise_transfer,
                                       linear_cka, plot_cka, plot_embedding, transfer_first_stages)
-from tlcourse.transfer import fit_classifier, load_pretrained_cnn
+from tlcourse.learner import fit_classifier
+from tlcourse.registry import load_pretrained
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +20,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def source():
-    return load_pretrained_cnn()
+    return load_pretrained("fashion_cnn")
 
 
 @pytest.fixture(scope="module")

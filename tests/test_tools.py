@@ -45,7 +45,7 @@ def _claims_notebook(path, holds: bool):
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
     nb = new_notebook(cells=[
         new_markdown_cell("# A lecture with one claim"),
-        new_code_cell("from tlcourse.course import Claims, experiment_sizes\n"
+        new_code_cell("from tlcourse.evaluate import Claims, experiment_sizes\n"
                       "sizes = experiment_sizes(lecture=dict(n=3), quick=dict(n=1))\nclaims = Claims()"),
         new_code_cell(f"claims.greater('the value is above one', {2.0 if holds else 0.5}, 1.0)\nclaims.report()")],
         metadata={"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}})

@@ -9,10 +9,11 @@ from torch import nn
 from tlcourse.data import load_mnist5k, split_per_class
 from tlcourse.learner import set_seed
 from tlcourse.models import SmallCNN
-from tlcourse.transfer import (LinearProbe, checkpoint_manifest, cosine_schedule, curve_summary, evaluate_accuracy,
-                               extract_features, fingerprint, fit_classifier, fit_linear_probe, label_efficiency,
-                               load_pretrained_cnn, pretrain_source_cnn, probe_accuracy, summarize_runs,
-                               transfer_gain, tune)
+from tlcourse.features import LinearProbe, extract_features, fingerprint, fit_linear_probe, probe_accuracy
+from tlcourse.recipes import pretrain_source_cnn
+from tlcourse.schedules import cosine_schedule
+from tlcourse.evaluate import curve_summary, label_efficiency, summarize_runs, transfer_gain, tune
+from tlcourse.learner import evaluate_accuracy, fit_classifier
 
 
 @pytest.fixture(scope="module")
@@ -25,40 +26,11 @@ def test_cosine_schedule_matches_formula():
         assert cosine_schedule(p) == pytest.approx((1 + math.cos(math.pi * p)) / 2, abs=1e-12)
 
 
-def test_shipped_checkpoint_loads_and_classifies_fashion():
-    from tlcourse.data import load_fashion_mnist
-    model = load_pretrained_cnn()
-    test = load_fashion_mnist("test")
-    subset = test.subset(torch.arange(0, len(test), 5))
-    assert evaluate_accuracy(model, subset) > 0.8  # the manifest records ~0.89 on the full test split
-    entry = checkpoint_manifest()["fashion_cnn"]
-    assert entry["command"].startswith("python scripts/make_checkpoints.py") and len(entry["sha256"]) == 64
-
-
-
-
-def test_corrupt_checkpoint_is_refused_with_restore_hint(scratch_checkpoints):
-    path = scratch_checkpoints / "fashion_cnn.safetensors"
-    data = bytearray(path.read_bytes()); data[-1] ^= 0xFF; path.write_bytes(bytes(data))
-    with pytest.raises(ValueError) as err:
-        load_pretrained_cnn()
-    msg = str(err.value)
-    assert "fashion_cnn" in msg and "sha256" in msg and "make_checkpoints.py fashion_cnn" in msg
-
-
-def test_missing_checkpoint_and_unknown_name(scratch_checkpoints):
-    (scratch_checkpoints / "fashion_cnn.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="git checkout -- data/checkpoints/fashion_cnn.safetensors"):
-        load_pretrained_cnn()
-    with pytest.raises(KeyError, match="fashion_cnn"):
-        load_pretrained_cnn("no_such_model")
-
-
 def test_pretraining_is_deterministic(monkeypatch):
     """The recipe that made the shipped checkpoint gives identical weights for the same seed (one epoch on the first
     2,048 training images, to keep the test quick: the code path is the full recipe's)."""
     from tlcourse.data import load_fashion_mnist
-    import tlcourse.transfer as T
+    import tlcourse.recipes as T  # lecture 1's recipe lives with the other checkpoint recipes
     small = {"train": load_fashion_mnist("train").subset(torch.arange(2048)), "test": load_fashion_mnist("test").subset(torch.arange(1000))}
     monkeypatch.setattr(T, "load_fashion_mnist", lambda split="train": small[split])
     a, ha = pretrain_source_cnn(epochs=1, seed=3, progress=False)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from tlcourse.finetune import slanted_triangular_lr
+from tlcourse.schedules import slanted_triangular_lr
 from tlcourse.learner import set_seed
 from tlcourse.models import TinyTransformer
 from tlcourse.pretrain_text import PAD_ID

@@ -15,11 +15,11 @@ from torch import nn
 from .data import make_loader
 from .learner import Callback, Learner, set_seed
 from .models import SmallCNN
-from .transfer import cosine_schedule
+from .schedules import cosine_schedule, dann_lambda
 
 # %% auto #0
 __all__ = ['ADAPTATION_TERMS', 'hide_labels', 'SourceTargetPairs', 'GradientReversalFunction', 'reverse_gradient',
-           'GradientReversal', 'dann_lambda', 'GradientReversalSchedule', 'DomainOutputs', 'DomainAdaptationNet',
+           'GradientReversal', 'GradientReversalSchedule', 'DomainOutputs', 'DomainAdaptationNet',
            'domain_adversarial_loss', 'gaussian_kernel_sum', 'mmd_bandwidths', 'multi_kernel_mmd', 'covariance',
            'coral_loss', 'entropy_loss', 'pseudo_labels', 'pseudo_label_loss', 'AdaptationLoss', 'RecordLossParts',
            'train_adapted', 'proxy_a_distance', 'UnlabelledImages']
@@ -91,13 +91,6 @@ def _check_nonnegative(value, name: str, why: str):
     "Refuse a `value` that is not a finite number >= 0."
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (0 <= value < math.inf):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}; {why}")
-
-def dann_lambda(progress: float, gamma: float = 10.0) -> float:
-    "DANN's warm-start schedule: 2 / (1 + exp(-gamma * progress)) - 1, from 0 at progress 0 rising towards 1."
-    _check_nonnegative(gamma, "gamma", "a negative gamma would make lambda negative, so the gradient would no longer be "
-                       "reversed (DANN uses gamma=10).")
-    if not 0 <= progress <= 1: raise ValueError(f"progress must lie in [0, 1], got {progress!r}.")
-    return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 class GradientReversalSchedule(Callback):
     "Before every batch set `layer.lambda_ = max_lambda * dann_lambda(learn.progress, gamma)`; the values are kept in `.values`."

@@ -12,13 +12,14 @@ from torch import nn
 
 from .learner import Callback, Learner, StopTraining, get_rng_states, set_rng_states, set_seed
 from .models import ClassifierHead
-from .transfer import LinearProbe, extract_features, fit_classifier, fit_linear_probe
+from .schedules import _check_count, _check_fraction, _check_number
+from .features import LinearProbe, extract_features, fit_linear_probe
+from .learner import fit_classifier
 
 # %% auto #0
 __all__ = ['check_stages', 'freeze', 'unfreeze', 'freeze_up_to', 'train_only', 'trainable_stages', 'layerwise_lr_groups',
-           'constant_schedule', 'warmup_cosine', 'one_cycle', 'slanted_triangular_lr', 'slanted_triangular_schedule',
            'LRFinderResult', 'lr_find', 'GradualUnfreezing', 'probe_to_head', 'lp_ft', 'l2_sp_penalty', 'L2SP',
-           'fine_tune']
+           'fine_tune', 'transfer_learner']
 
 # %% ../nbs/40_finetune.ipynb #c1cfac66
 def _stage_names(model) -> list[str]:
@@ -88,21 +89,6 @@ def trainable_stages(model) -> list[str]:
     return [s for s in _stage_names(model) if any(p.requires_grad for p in model.stage(s).parameters())]
 
 # %% ../nbs/40_finetune.ipynb #633a6e4d
-def _check_number(value, name: str, low: float, high: float = math.inf, closed: str = "()", hint: str = ""):
-    "Raise a clear error unless `value` is a finite real number in the interval low..high (`closed`: '()', '[)', '(]', '[]')."
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
-    above = value > low if closed[0] == "(" else value >= low
-    below = value < high if closed[1] == ")" else value <= high
-    if not (math.isfinite(value) and above and below):
-        raise ValueError(f"{name} must be a finite number in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value!r}.{hint}")
-
-def _check_count(value, name: str, minimum: int = 0):
-    "Raise a clear error unless `value` is an int >= minimum (a number of steps or epochs)."
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}.")
-    if value < minimum: raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-
 def layerwise_lr_groups(model, base_lr: float, decay: float = 1 / 2.6) -> list[dict]:
     """One parameter group per stage (bottom to top), for `Learner(param_groups=...)`: the stage at depth d from the
     top (head d = 0, the stage below it d = 1, ...) gets lr = base_lr * decay**d. decay = 1/2.6 is ULMFiT's rule,
@@ -116,62 +102,6 @@ def layerwise_lr_groups(model, base_lr: float, decay: float = 1 / 2.6) -> list[d
         params = list(model.stage(name).parameters())
         if params: groups.append({"params": params, "lr": base_lr * decay ** depth, "name": name})
     return groups[::-1]
-
-# %% ../nbs/40_finetune.ipynb #a2f3ff8f
-def constant_schedule(progress: float) -> float:
-    "The same learning rate throughout: multiplier 1 at every `progress`."
-    return 1.0
-
-def _cosine_between(start: float, end: float, position: float) -> float:
-    "Half-cosine interpolation from `start` (position 0) to `end` (position 1)."
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * position))
-
-def _check_fraction(value, name, low_open=False):
-    if not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 <= value < 1):
-        raise ValueError(f"{name} must be a fraction of training in {'(0, 1)' if low_open else '[0, 1)'}, got {value!r}.")
-
-def warmup_cosine(warmup: float = 0.1, final: float = 0.0):
-    """Schedule `progress -> multiplier`: linear warm-up from 0 to 1 over the first `warmup` fraction of training,
-    then a half cosine from 1 down to `final`."""
-    _check_fraction(warmup, "warmup")
-    _check_number(final, "final", 0, 1, "[]", " It is the multiplier the rate ends at (0 = decay to zero).")
-    def schedule(progress: float) -> float:
-        if progress < warmup: return progress / warmup
-        return _cosine_between(1.0, final, (progress - warmup) / (1 - warmup))
-    return schedule
-
-def one_cycle(pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4):
-    """One-cycle schedule `progress -> multiplier` (fastai's version): a half cosine from 1/div up to 1 over the first
-    `pct_start` of training, then a half cosine from 1 down to 1/final_div."""
-    _check_fraction(pct_start, "pct_start", low_open=True)
-    _check_number(div, "div", 0); _check_number(final_div, "final_div", 0)
-    def schedule(progress: float) -> float:
-        if progress < pct_start: return _cosine_between(1 / div, 1.0, progress / pct_start)
-        return _cosine_between(1.0, 1 / final_div, (progress - pct_start) / (1 - pct_start))
-    return schedule
-
-# %% ../nbs/40_finetune.ipynb #b5e55bcd
-def slanted_triangular_lr(t: int, T: int, lr_max: float, cut_frac: float = 0.1, ratio: float = 32) -> float:
-    """ULMFiT's slanted triangular learning rate (Howard & Ruder 2018, eq. 3) at step `t` of `T`:
-    cut = floor(T * cut_frac); p = t / cut before the cut, else 1 - (t - cut) / (cut * (1 / cut_frac - 1));
-    lr = lr_max * (1 + p * (ratio - 1)) / ratio."""
-    _check_fraction(cut_frac, "cut_frac", low_open=True)
-    _check_count(T, "T (the number of steps)", 1)
-    _check_number(lr_max, "lr_max", 0)
-    _check_number(ratio, "ratio", 1, closed="[)", hint=" It is lr_max / the lowest rate (32 in ULMFiT).")
-    if not 0 <= t <= T: raise ValueError(f"t must be a step in 0..T = 0..{T}, got {t!r}.")
-    cut = math.floor(T * cut_frac)
-    if cut < 1:
-        raise ValueError(f"T * cut_frac = {T} * {cut_frac} < 1: the rising part would have no step. "
-                         f"Train for at least {math.ceil(1 / cut_frac)} steps or raise cut_frac.")
-    p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / cut_frac - 1))
-    return lr_max * (1 + p * (ratio - 1)) / ratio
-
-def slanted_triangular_schedule(total_steps: int, cut_frac: float = 0.1, ratio: float = 32):
-    """The slanted triangular rate as a learner schedule `progress -> multiplier` for a fit of `total_steps` steps
-    (epochs x batches per epoch): the multiplier at step t is slanted_triangular_lr(t, total_steps, 1, ...)."""
-    slanted_triangular_lr(0, total_steps, 1.0, cut_frac, ratio)  # check the arguments now, not at the first step
-    return lambda progress: slanted_triangular_lr(round(progress * total_steps), total_steps, 1.0, cut_frac, ratio)
 
 # %% ../nbs/40_finetune.ipynb #70024765
 @dataclass
@@ -351,25 +281,35 @@ class L2SP(Callback):
 
     def __repr__(self): return f"L2SP(alpha={self.alpha}, beta={self.beta})"
 
-# %% ../nbs/40_finetune.ipynb #7588592e
-def fine_tune(model, train_dl, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, decay: float = 1 / 2.6,
+# %% ../nbs/40_finetune.ipynb #a40ly005
+def fine_tune(model, train_dl, steps: int, base_lr: float = 2e-3, freeze_steps: int | None = None, decay: float = 1 / 2.6,
               valid_dl=None, schedule=None, callbacks=(), seed: int = 0, **learner_kwargs) -> Learner:
-    """Fine-tune a pretrained StagedModel (with a new head): `freeze_epochs` epochs training only the head at `base_lr`,
-    then `epochs` epochs training every stage with `layerwise_lr_groups(model, base_lr / 2, decay)`. Both phases use
-    `schedule` (default one-cycle). Returns the second phase's Learner (the first one's history is `.head_history`)."""
-    _check_count(epochs, "epochs", 1); _check_count(freeze_epochs, "freeze_epochs", 0)
-    _check_number(base_lr, "base_lr", 0)
-    _check_number(decay, "decay", 0, 1, "(]", " decay > 1 would give the lower stages larger rates than the head.")
-    schedule = schedule or one_cycle()
-    names = _stage_names(model)
-    head_history = None
-    if freeze_epochs:
-        freeze_up_to(model, names[-2])                                               # 1. freeze the body
-        head = Learner(model, train_dl, valid_dl, lr=base_lr, schedule=schedule, seed=seed, **learner_kwargs)
-        head_history = head.fit(freeze_epochs)                                       # 2. fit the head
-    unfreeze(model)                                                                  # 3. unfreeze
-    learn = Learner(model, train_dl, valid_dl, param_groups=layerwise_lr_groups(model, base_lr / 2, decay),
-                    lr=base_lr / 2, schedule=schedule, callbacks=callbacks, seed=seed, **learner_kwargs)
-    learn.fit(epochs)                                                                # 4. fit all, discriminative rates
-    learn.head_history = head_history
-    return learn
+    """Fine-tune a pretrained StagedModel (with a new head) in one call: `Learner(model, train_dl, valid_dl, ...)` then
+    `learn.fine_tune(steps, base_lr, freeze_steps, decay, schedule)` (see `Learner.fine_tune`). Returns the Learner."""
+    learn = Learner(model, train_dl, valid_dl, callbacks=callbacks, seed=seed, **learner_kwargs)
+    return learn.fine_tune(steps, base_lr, freeze_steps, decay, schedule)
+
+# %% ../nbs/40_finetune.ipynb #a40ly007
+def transfer_learner(checkpoint: str, train_set, num_classes: int, valid_set=None, lr: float = 2e-3, decay: float = 1 / 2.6,
+                     batch_size: int = 32, seed: int = 0, collate_fn=None, **learner_kwargs) -> Learner:
+    """A Learner ready for `fine_tune`: the shipped checkpoint named `checkpoint` (loaded by name, sha256 checked) with
+    a new head of `num_classes` outputs (initialised from `seed`) and every stage but the head frozen, one parameter
+    group per stage (`layerwise_lr_groups(model, lr, decay)`), and loaders over `train_set` (shuffled, batches of
+    `batch_size`) and `valid_set`; `collate_fn` batches items that are not (tensor, label) pairs."""
+    from tlcourse.data import make_loader
+    from tlcourse.models import replace_head
+    from tlcourse.registry import load_pretrained
+    if not isinstance(checkpoint, str):
+        raise TypeError(f"checkpoint must be the name of a shipped checkpoint (a str), got {type(checkpoint).__name__}.")
+    _check_count(num_classes, "num_classes", 2)
+    labels = getattr(train_set, "labels", None)
+    if isinstance(labels, torch.Tensor) and labels.numel() and int(labels.max()) >= num_classes:
+        raise ValueError(f"train_set has labels up to {int(labels.max())}, but num_classes={num_classes}: "
+                         f"pass num_classes={int(labels.max()) + 1} or more.")
+    train_dl = make_loader(train_set, min(batch_size, len(train_set)), shuffle=True, seed=seed, collate_fn=collate_fn)
+    valid_dl = make_loader(valid_set, 1000, collate_fn=collate_fn) if valid_set is not None else None
+    set_seed(seed)  # the new head's initialisation
+    model = replace_head(load_pretrained(checkpoint), num_classes).train()
+    learn = Learner(model, train_dl, valid_dl, param_groups=layerwise_lr_groups(model, lr, decay), lr=lr, seed=seed,
+                    num_classes=num_classes, **learner_kwargs)
+    return learn.freeze()

@@ -12,7 +12,7 @@ from torch import nn
 from .data import TensorImageDataset, load_fashion_mnist, make_loader
 from .learner import Learner, set_seed
 from .models import SmallCNN
-from .transfer import cosine_schedule
+from .schedules import cosine_schedule
 
 # %% auto #0
 __all__ = ['FASHION_SUPERCLASSES', 'superclass_task', 'pretrain_superclass_cnn', 'surgical_fine_tune', 'ReshapeTo', 'top_stages']
@@ -52,7 +52,7 @@ def surgical_fine_tune(source, train_set, stage: str, lr: float = 1e-2, steps: i
     """A copy of `source` (a StagedModel, head kept) in which only `stage` trains ('all' for every stage), trained on
     `train_set` for about `steps` steps with `fit_classifier`; frozen stages keep their BatchNorm statistics."""
     from tlcourse.finetune import train_only, unfreeze
-    from tlcourse.transfer import fit_classifier
+    from tlcourse.learner import fit_classifier
     set_seed(seed)
     model = copy.deepcopy(source).train()
     unfreeze(model) if stage == "all" else train_only(model, stage)

@@ -13,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import atomic_write
+
 # %% auto #0
-__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'set_seed', 'get_device', 'accuracy', 'StopTraining', 'Callback', 'History',
-           'CheckpointError', 'atomic_torch_save', 'get_rng_states', 'rng_states_to_tensors', 'set_rng_states',
-           'to_device', 'unpack_batch', 'add_to_class', 'Learner', 'NonFiniteLossError', 'read_checkpoint',
-           'EarlyStopping']
+__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'set_seed', 'get_device', 'accuracy', 'StopTraining', 'Callback', 'History', 'CheckpointError', 'atomic_torch_save', 'get_rng_states', 'rng_states_to_tensors', 'set_rng_states', 'to_device', 'unpack_batch', 'add_to_class', 'Learner', 'NonFiniteLossError', 'read_checkpoint', 'EarlyStopping', 'evaluate_accuracy', 'fit_classifier']
 
 # %% ../nbs/02_learner.ipynb #ae08ae49
 def set_seed(seed: int) -> int:
@@ -125,23 +124,9 @@ class CheckpointError(RuntimeError):
     "A checkpoint file is missing, damaged, or does not fit this learner."
 
 def atomic_torch_save(obj, path) -> Path:
-    "Write `obj` with `torch.save` to `path` so that `path` is never left half-written."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())  # the bytes are on disk before the rename
-        os.replace(tmp, path)  # atomic: readers see the old or the new file, never a mix
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try: os.fsync(dir_fd)
-        finally: os.close(dir_fd)
-    return path
+    "Write `obj` with `torch.save` to `path` so that `path` is never left half-written (the registry's `atomic_write`)."
+    with atomic_write(path) as tmp: torch.save(obj, tmp)
+    return Path(path)
 
 # %% ../nbs/02_learner.ipynb #ba2ddd1d
 def get_rng_states() -> dict:
@@ -638,3 +623,113 @@ class EarlyStopping(Callback):
     def state_dict(self): return {'best': self.best, 'wait': self.wait}
     def load_state_dict(self, state): self.best, self.wait = state['best'], state['wait']
     def __repr__(self): return f'EarlyStopping({self.monitor!r}, patience={self.patience}, mode={self.mode!r})'
+
+# %% ../nbs/10_why_transfer.ipynb #1c7a864c
+# lecture 1 adds `evaluate_accuracy` and `fit_classifier` to the learner module; what they use:
+from .data import make_loader
+from .schedules import cosine_schedule
+
+# %% ../nbs/10_why_transfer.ipynb #3dc9ec5d
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, dataset, batch_size: int = 1000) -> float:
+    "Accuracy of `model` on a labelled dataset (items are (input, label)), in eval mode."
+    if len(dataset) == 0: raise ValueError("evaluate_accuracy: the dataset is empty.")
+    learner = Learner(model, make_loader(dataset, batch_size), progress=False)
+    logits, labels = learner.predict(make_loader(dataset, batch_size))
+    return accuracy(logits, labels).item()
+
+# %% ../nbs/10_why_transfer.ipynb #936de372
+def fit_classifier(model: nn.Module, train_set, lr: float, steps: int = 200, batch_size: int = 32, max_epochs: int = 50,
+                   weight_decay: float = 1e-4, seed: int = 0, valid_set=None, progress: bool | None = False):
+    """Train `model` on `train_set` for about `steps` AdamW steps (whole epochs, at most `max_epochs`) with a cosine
+    schedule; returns the Learner (its `.history` has the losses, and per-epoch validation metrics when `valid_set`
+    is given)."""
+    if len(train_set) == 0: raise ValueError("fit_classifier: train_set is empty.")
+    batch_size = min(batch_size, len(train_set))
+    train_dl = make_loader(train_set, batch_size, shuffle=True, seed=seed)
+    valid_dl = make_loader(valid_set, 1000) if valid_set is not None else None
+    learner = Learner(model, train_dl, valid_dl, lr=lr, weight_decay=weight_decay, schedule=cosine_schedule,
+                      seed=seed, progress=progress)
+    # whole epochs, so the schedule ends where it should; passes beyond max_epochs over a handful of images add nothing
+    learner.fit(max(1, min(max_epochs, round(steps / len(train_dl)))))
+    return learner
+
+# %% ../nbs/40_finetune.ipynb #a40ly002
+def _freeze_to(self, n, freeze_bn_stats: bool = True):
+    """Freeze the first `n` stages of the model and make the others trainable (fastai's `freeze_to`). `n` is an int
+    (negative counts from the top: -1 trains only the head) or a stage name (frozen up to and including it). Returns self."""
+    from tlcourse.finetune import _stage_names, freeze_up_to, unfreeze
+    names = _stage_names(self.model)
+    if isinstance(n, str): freeze_up_to(self.model, n, freeze_bn_stats)
+    elif isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"freeze_to needs a stage name or an int, got {type(n).__name__} {n!r}. The stages are {names}.")
+    elif not -len(names) <= n < len(names):
+        raise ValueError(f"freeze_to({n}): the model has {len(names)} stages {names}, so n must be an int from "
+                         f"{-len(names)} to {len(names) - 1}; freezing all {len(names)} would leave nothing to train.")
+    elif n % len(names) == 0: unfreeze(self.model)  # freeze_to(0): nothing frozen
+    else: freeze_up_to(self.model, names[n % len(names) - 1], freeze_bn_stats)
+    return self
+
+def _freeze(self, freeze_bn_stats: bool = True):
+    "Freeze every stage but the head (`freeze_to(-1)`): only the new classifier trains. Returns self."
+    return self.freeze_to(-1, freeze_bn_stats)
+
+def _unfreeze(self):
+    "Make every stage of the model trainable again. Returns self."
+    from tlcourse.finetune import unfreeze
+    unfreeze(self.model)
+    return self
+
+# attached by assignment: a `def freeze` here would hide the function `freeze(model)` of this lecture
+Learner.freeze_to, Learner.freeze, Learner.unfreeze = _freeze_to, _freeze, _unfreeze
+
+# %% ../nbs/40_finetune.ipynb #a40ly004
+def _lr_find(self, start_lr: float = 1e-6, end_lr: float = 1.0, num_steps: int = 100, stop_factor: float = 4.0,
+             beta: float = 0.9):
+    "The LR range test `lr_find(self, ...)` on this learner, which is left as it was. Returns the `LRFinderResult`."
+    from tlcourse.finetune import lr_find
+    return lr_find(self, start_lr, end_lr, num_steps, stop_factor, beta)
+
+Learner.lr_find = _lr_find
+
+# %% ../nbs/40_finetune.ipynb #7588592e
+def _fine_tune(self, steps: int, base_lr: float = 2e-3, freeze_steps: int | None = None, decay: float = 1 / 2.6,
+               schedule=None):
+    """fastai's fine-tuning recipe on this learner's StagedModel, for about `steps` optimiser steps in all (whole epochs):
+    `freeze_steps` (default one epoch; 0 skips the phase) train only the head at `base_lr`, the rest train every stage
+    with `layerwise_lr_groups(model, base_lr / 2, decay)`. Each phase gets a fresh optimiser (the learner's kind and
+    settings), a fresh history and `schedule` (default one-cycle). Afterwards `history` is the second phase's and
+    `head_history` the first's (None if skipped). Returns self."""
+    from tlcourse.finetune import layerwise_lr_groups
+    from tlcourse.schedules import _check_count, _check_number, one_cycle
+    _check_count(steps, "steps", 1); _check_number(base_lr, "base_lr", 0)
+    _check_number(decay, "decay", 0, 1, "(]", " decay > 1 would give the lower stages larger rates than the head.")
+    freeze_steps = self.steps_per_epoch if freeze_steps is None else freeze_steps
+    _check_count(freeze_steps, "freeze_steps", 0)
+    if freeze_steps >= steps:
+        raise ValueError(f"freeze_steps ({freeze_steps}) must be smaller than steps ({steps}): `steps` counts both phases "
+                         f"and every stage needs steps after unfreezing (one epoch is {self.steps_per_epoch} steps here).")
+    head_epochs = max(1, round(freeze_steps / self.steps_per_epoch)) if freeze_steps else 0
+    epochs = max(1, round((steps - freeze_steps) / self.steps_per_epoch))
+    schedule = schedule or one_cycle()
+    self.head_history = None
+    if head_epochs:
+        self.freeze()                                                                   # 1. freeze the body
+        self._restart(None, base_lr, schedule).fit(head_epochs)                        # 2. fit the head
+        self.head_history = self.history
+    self.unfreeze()                                                                     # 3. unfreeze
+    groups = layerwise_lr_groups(self.model, base_lr / 2, decay)
+    self._restart(groups, base_lr / 2, schedule).fit(epochs)                           # 4. fit all, discriminative rates
+    return self
+
+def _restart(self, param_groups, lr: float, schedule):
+    "A fresh optimiser of the same kind and settings over `param_groups` (None: one group) at `lr`, `schedule`, an empty history."
+    import inspect
+    accepted = inspect.signature(type(self.opt)).parameters
+    settings = {k: v for k, v in self.opt.defaults.items() if k in accepted and k != "lr"}
+    self.opt = type(self.opt)(self._make_groups(param_groups, lr), lr=lr, **settings)
+    for group in self.opt.param_groups: group.setdefault("base_lr", group["lr"])
+    self.schedule, self.history = self._check_schedule(schedule), History()
+    return self
+
+Learner.fine_tune, Learner._restart = _fine_tune, _restart

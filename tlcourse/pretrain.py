@@ -16,13 +16,14 @@ from .data import data_dir, load_fashion_mnist, make_loader
 from .learner import Learner, accuracy, set_seed
 from .models import (SmallCNN, ChecksumError, WeightsMismatchError, load_weights, verify_sha256,
                              weights_metadata)
-from .transfer import checkpoint_manifest, cosine_schedule, pretrain_source_cnn
+from .recipes import pretrain_source_cnn
+from .registry import load_pretrained, read_manifest
+from .schedules import cosine_schedule
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'PretrainTask', 'supervised_task', 'task_builder', 'make_task', 'pretrain_loader', 'pretrain',
-           'load_pretrained', 'nt_xent_loss', 'simclr_augmentations', 'BatchAugment', 'UnlabelledImages', 'TwoViews',
-           'SimCLRModel', 'NTXentLoss', 'simclr_task', 'Corrupt', 'DenoisingAutoencoder', 'reconstruction_loss',
-           'denoising_task']
+           'nt_xent_loss', 'simclr_augmentations', 'BatchAugment', 'UnlabelledImages', 'TwoViews', 'SimCLRModel',
+           'NTXentLoss', 'simclr_task', 'Corrupt', 'DenoisingAutoencoder', 'reconstruction_loss', 'denoising_task']
 
 # %% ../nbs/30_pretrain.ipynb #e85c7878
 @dataclass
@@ -64,11 +65,15 @@ def _recipe_defaults(fn) -> dict:
     "The default keyword arguments of `fn`: a recipe's settings, read from the one place they are written."
     return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
 
-def _first(dataset, n: int | None):
-    "The first `n` examples of a TensorImageDataset (all when n is None)."
-    if n is None or n >= len(dataset): return dataset
-    if not (isinstance(n, int) and n >= 1): raise ValueError(f"n_train / n_valid must be a positive int or None, got {n!r}.")
-    return dataset.subset(torch.arange(n))
+def _first(dataset, n: int | None, name: str = "n_train / n_valid"):
+    "The first `n` examples of a TensorImageDataset (all when n is None); asking for more than it holds is an error."
+    if n is None: return dataset
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"{name} must be a positive int or None (all), got {n!r}.")
+    if n > len(dataset):  # never train on fewer examples than asked for without saying so
+        raise ValueError(f"{name}={n:,} asks for more examples than there are: {len(dataset):,} available. "
+                         f"Give at most {len(dataset)}, or None for all.")
+    return dataset if n == len(dataset) else dataset.subset(torch.arange(n))
 
 def supervised_task(seed: int = 0, n_train: int | None = None, n_valid: int | None = None, **settings) -> PretrainTask:
     """Supervised pretraining of a `SmallCNN` on Fashion-MNIST labels: `pretrain_source_cnn`'s recipe as a task.
@@ -78,7 +83,7 @@ def supervised_task(seed: int = 0, n_train: int | None = None, n_valid: int | No
     if unknown: raise TypeError(f"supervised_task got unknown settings {sorted(unknown)}; it takes {sorted(recipe)}, n_train, n_valid.")
     recipe.update(settings)
     set_seed(seed)  # the model's initial weights depend on the seed, as in pretrain_source_cnn
-    train, test = _first(load_fashion_mnist("train"), n_train), _first(load_fashion_mnist("test"), n_valid)
+    train, test = _first(load_fashion_mnist("train"), n_train, "n_train"), _first(load_fashion_mnist("test"), n_valid, "n_valid")
     architecture = dict(in_channels=1, num_classes=len(train.classes))
     model = SmallCNN(**architecture)
     return PretrainTask("supervised", model, trainer=model, loss_func=F.cross_entropy, train_set=train, valid_set=test,
@@ -140,44 +145,6 @@ def pretrain(task: PretrainTask, seed: int = 0, progress: bool | None = None, lo
     learner = Learner(task.trainer, train_dl, valid_dl, **{**settings, **learner_kwargs})
     history = learner.fit(task.epochs)
     return task.model.eval(), history
-
-# %% ../nbs/30_pretrain.ipynb #f8ca1bb0
-def _import_object(path: str):
-    "The object named by a dotted path such as 'tlcourse.models.SmallCNN'."
-    module_name, _, name = path.rpartition(".")
-    try: return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ImportError(f"Cannot import the model class {path!r} named in the checkpoint manifest ({e}).") from e
-
-def load_pretrained(name: str, architecture: dict | None = None) -> nn.Module:
-    """The shipped checkpoint `name` (a key of `data/checkpoints/manifest.json`) as a model in eval mode.
-    Checks the file's sha256 and that the architecture recorded in the manifest, in the file, and (when given) in
-    `architecture` agree; any mismatch raises, naming both sides."""
-    manifest = checkpoint_manifest()
-    if name not in manifest:
-        raise KeyError(f"Unknown checkpoint {name!r}. Shipped checkpoints: {', '.join(sorted(manifest))}.")
-    entry = manifest[name]
-    path = data_dir() / "checkpoints" / entry["file"]
-    hint = (f"Restore it with `git checkout -- data/checkpoints/{entry['file']}` or regenerate it with `{entry['command']}`.")
-    expected = dict(entry["architecture"])
-    if architecture is not None and dict(architecture) != expected:
-        raise WeightsMismatchError(f"Checkpoint {name!r} has architecture {expected} (manifest), "
-                                   f"but architecture {dict(architecture)} was asked for.")
-    try: verify_sha256(path, entry["sha256"])
-    except ChecksumError as e:
-        raise ChecksumError(f"Checkpoint {name!r} cannot be used: {e} {hint}") from None
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"Checkpoint {name!r} cannot be used: {e} {hint}") from None
-    stored = weights_metadata(path).get("architecture")
-    if stored is not None and json.loads(stored) != expected:
-        raise WeightsMismatchError(f"Checkpoint {name!r}: the manifest says architecture {expected}, but the file "
-                                   f"{path.name} was saved with architecture {json.loads(stored)}. {hint}")
-    model = _import_object(entry.get("model", "tlcourse.models.SmallCNN"))(**expected)
-    try: load_weights(model, path)
-    except WeightsMismatchError as e:
-        raise WeightsMismatchError(f"Checkpoint {name!r}: the weights in {path.name} do not fit "
-                                   f"{entry.get('model')}(**{expected}) built from the manifest.\n{e}\n{hint}") from None
-    return model.eval()
 
 # %% ../nbs/30_pretrain.ipynb #ee6061e1
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -268,7 +235,7 @@ class NTXentLoss:
 # %% ../nbs/30_pretrain.ipynb #f748b071
 def _fashion_images(split: str, n: int | None) -> torch.Tensor:
     "The first `n` (all when None) Fashion-MNIST images of `split`, without labels."
-    return _first(load_fashion_mnist(split), n).images
+    return _first(load_fashion_mnist(split), n, "n_train" if split == "train" else "n_valid").images
 
 def simclr_task(seed: int = 0, n_train: int | None = None, n_valid: int | None = 2000, epochs: int = 10,
                 batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 1e-4, temperature: float = 0.5,

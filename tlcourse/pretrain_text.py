@@ -279,6 +279,14 @@ def _text_task(objective: str, causal: bool, seed: int, settings: dict):
     tokenizer = text_tokenizer(s["vocab_size"])
     splits = rotten_tomatoes_text_splits()
     sequences = tokenizer.chunks(splits["pretrain_texts"], s["max_len"])
+    available, n_train, n_valid = len(sequences), s["n_train"], s["n_valid"]
+    def is_int(v): return isinstance(v, int) and not isinstance(v, bool)
+    if not (is_int(n_valid) and 0 <= n_valid < available):
+        raise ValueError(f"n_valid must be an int from 0 to {available - 1:,} (the text has {available:,} chunks of "
+                         f"<= {s['max_len']} tokens, and training needs some of them), got {n_valid!r}.")
+    if n_train is not None and not (is_int(n_train) and 1 <= n_train <= available - n_valid):
+        raise ValueError(f"n_train must be None (all) or an int from 1 to {available - n_valid:,} (the {available:,} "
+                         f"chunks of text minus the {n_valid:,} held out for validation), got {n_train!r}.")
     # a fixed, seeded 512-sequence slice of the pretraining chunks watches for overfitting; the rest trains
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(seed)).tolist()
     valid = [sequences[i] for i in order[:s["n_valid"]]]
@@ -314,14 +322,14 @@ VOCAB_FILE = "rotten_tomatoes_vocab.json"  # the text checkpoints' vocabulary, n
 
 def load_text_tokenizer(checkpoint: str = "next_token_transformer") -> TextTokenizer:
     "The vocabulary a shipped text checkpoint was trained with, after checking the file's sha256 against the manifest."
-    from tlcourse.transfer import checkpoint_manifest
-    from tlcourse.models import verify_sha256
-    manifest = checkpoint_manifest()
+    from tlcourse.registry import checkpoints_dir, read_manifest, verify_sha256
+    manifest = read_manifest("checkpoints")
     if checkpoint not in manifest or "vocabulary" not in manifest[checkpoint]:
         known = [name for name, entry in manifest.items() if "vocabulary" in entry]
         raise KeyError(f"{checkpoint!r} is not a shipped text checkpoint; text checkpoints: {known}.")
     vocabulary = manifest[checkpoint]["vocabulary"]
-    path = verify_sha256(data_dir() / "checkpoints" / vocabulary["file"], vocabulary["sha256"])
+    path = verify_sha256(checkpoints_dir() / vocabulary["file"], vocabulary["sha256"],
+                         f"Restore it with `git checkout -- data/checkpoints/{vocabulary['file']}`.")
     return TextTokenizer.load(path)
 
 
@@ -331,7 +339,7 @@ def text_classifier(pretrained: str | None = "next_token_transformer", num_class
     model of the same shape (seed first with `set_seed`). `architecture` overrides settings of the random model."""
     from tlcourse.models import replace_head
     if pretrained is not None:
-        from tlcourse.pretrain import load_pretrained
+        from tlcourse.registry import load_pretrained
         return replace_head(load_pretrained(pretrained), num_classes)
     shape = {k: TEXT_DEFAULTS[k] for k in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "dropout")}
     return TinyTransformer(**{**shape, "pad_id": PAD_ID, "causal": False, **architecture, "num_classes": num_classes})
@@ -388,7 +396,7 @@ def sentence_embeddings(texts, cache: bool = True) -> torch.Tensor:
     """Frozen all-MiniLM-L6-v2 sentence embeddings [N, 384] of `texts` (L2-normalised mean of token states), kept in
     `tlcourse.transfer.cache_dir()` keyed by the texts' sha256 when `cache=True`."""
     from tlcourse.models import load_minilm, embed_sentences
-    from tlcourse.transfer import cache_dir
+    from tlcourse.features import cache_dir
     from tlcourse.learner import atomic_torch_save
     path = cache_dir() / f"minilm_{hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:20]}.pt"
     if cache and path.exists():

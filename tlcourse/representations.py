@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from .models import replace_head
-from .transfer import extract_features, evaluate_accuracy, fit_classifier, summarize_runs
+from .features import extract_features
+from .learner import evaluate_accuracy, fit_classifier
+from .evaluate import summarize_runs
 from .learner import set_seed
 
 # %% auto #0

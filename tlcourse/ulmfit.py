@@ -9,10 +9,11 @@ import warnings
 import torch
 
 from .data import make_loader
-from .finetune import GradualUnfreezing, check_stages, layerwise_lr_groups, slanted_triangular_schedule, unfreeze
+from .finetune import GradualUnfreezing, check_stages, layerwise_lr_groups, unfreeze
+from .schedules import slanted_triangular_schedule
 from .learner import Learner
 from .pretrain_text import PAD_ID
-from .transfer import cosine_schedule
+from .schedules import cosine_schedule
 
 # %% auto #0
 __all__ = ['ULMFIT_PARTS', 'trim_padding', 'ulmfit_fine_tune']

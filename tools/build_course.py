@@ -6,7 +6,7 @@ time and peak memory (`_site/index.html`, also `_site/timings.csv`). Each lectur
 in its own process so its peak memory is its own.
 
 Lectures run in the `lecture` profile (the sizes their findings need) unless `--profile quick`.
-Each lecture's claims (tlcourse.course.Claims) are collected into `_site/claims.html` and
+Each lecture's claims (tlcourse.evaluate.Claims) are collected into `_site/claims.html` and
 `_site/claims.csv`. In the lecture profile the build exits non-zero when a lecture fails or
 a claim its summary states does not hold, naming the lecture and the claim; the quick
 profile shows claims without enforcing them.
