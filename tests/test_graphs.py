@@ -224,7 +224,7 @@ def test_attribute_masking_loss_equals_loops():
     right = torch.zeros(2, DEGREE_CLASSES + CLUSTERING_CLASSES)
     right[0, 3] = right[0, DEGREE_CLASSES + 1] = right[1, 2] = right[1, DEGREE_CLASSES] = 10.0
     targets = torch.tensor([[3, 1], [5, 0]])
-    assert masked_degree_accuracy(right, targets).item() == 0.5 and masked_clustering_accuracy(right, targets).item() == 1.0
+    assert masked_degree_accuracy(right, targets) == 0.5 and masked_clustering_accuracy(right, targets) == 1.0
     with pytest.raises(ValueError, match="expects logits"):
         attribute_masking_loss(logits[:, :5], targets)
 

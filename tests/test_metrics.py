@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tlcourse.metrics import (accuracy_score, bleu_score, bleu_statistics, calibration_bins, confusion_matrix,
+from tlcourse.learner import accuracy
+from tlcourse.metrics import (bleu_score, bleu_statistics, calibration_bins, confusion_matrix,
                               expected_calibration_error, f1_score, perplexity, precision_recall_f1, precision_score,
                               recall_score, reliability_diagram, sentence_bleu, tokenize_13a, top_k_accuracy)
 
@@ -29,9 +30,10 @@ def test_import_is_light():
 
 def test_accuracy_and_confusion_matrix_equal_sklearn():
     for c, yt, yp in random_problems():
-        assert accuracy_score(yt, yp) == skm.accuracy_score(yt, yp)
+        assert accuracy(yp, yt) == skm.accuracy_score(yt, yp)
         assert np.array_equal(confusion_matrix(yt, yp, num_classes=c), skm.confusion_matrix(yt, yp, labels=range(c)))
-    assert accuracy_score(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    assert accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2])) == pytest.approx(2 / 3)
+    assert accuracy(torch.tensor([[2., 1.], [0., 3.], [5., 0.]]), [0, 1, 1]) == pytest.approx(2 / 3)  # scores: arg-max
 
 
 @pytest.mark.parametrize("average", ["macro", "micro", "weighted", None])
@@ -68,7 +70,7 @@ def test_binary_equals_sklearn():
 def test_micro_f1_is_accuracy():
     rng = np.random.default_rng(2)
     yt, yp = rng.integers(0, 5, 100), rng.integers(0, 5, 100)
-    assert f1_score(yt, yp, "micro", 5) == pytest.approx(accuracy_score(yt, yp))
+    assert f1_score(yt, yp, "micro", 5) == pytest.approx(accuracy(yp, yt))
 
 
 def test_top_k_accuracy_equals_sklearn():
@@ -84,13 +86,14 @@ def test_top_k_accuracy_equals_sklearn():
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda: accuracy_score([0, 1], [0, 1, 1]), "same examples"),
-    (lambda: accuracy_score([], []), "no examples"),
+    (lambda: accuracy([0, 1], [0, 1, 1]), "same examples"),
+    (lambda: accuracy([], []), "no examples"),
     (lambda: confusion_matrix([0, 5], [0, 1], num_classes=3), "num_classes=6"),
     (lambda: confusion_matrix([0, -1], [0, 1]), ">= 0"),
     (lambda: f1_score([0, 1], [0, 1], average="avg"), "is not one of"),
     (lambda: f1_score([0, 1, 2], [0, 1, 2], average="binary"), "needs two classes"),
-    (lambda: accuracy_score(np.zeros((3, 2)), [0, 1, 1]), "arg-max"),
+    (lambda: accuracy([0, 1, 1], np.zeros((3, 2))), "not one-hot"),
+    (lambda: accuracy(torch.full((3, 2), float("nan")), [0, 1, 1]), "NaN or infinity"),
     (lambda: top_k_accuracy(np.zeros((3, 4)), [0, 1, 4], 2), "num_classes=5"),
     (lambda: top_k_accuracy(np.zeros((3, 4)), [0, 1, 2], 0), "positive integer"),
 ])

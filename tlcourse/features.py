@@ -106,7 +106,7 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train_idx, eval
     num_classes = num_classes or int(labels.max()) + 1
     with torch.enable_grad():
         probe = fit_linear_probe(features[train_idx], labels[train_idx], num_classes, **probe_kwargs)
-    return accuracy(probe(features[evaluate_on]), labels[evaluate_on]).item()
+    return accuracy(probe(features[evaluate_on]), labels[evaluate_on])
 
 # %% ../nbs/10_why_transfer.ipynb #41fbba83
 def imagenet_features(images: torch.Tensor, size: int = 32, stage: str | None = None, cache: bool = True) -> torch.Tensor:

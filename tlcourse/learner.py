@@ -5,7 +5,7 @@
 # %% ../nbs/02_learner.ipynb #4014caf0
 from __future__ import annotations
 
-import math, os, random, sys, tempfile, time, warnings
+import copy, math, os, random, signal, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +36,25 @@ def get_device() -> torch.device:
     return torch.device('cpu')
 
 # %% ../nbs/02_learner.ipynb #40f57007
-def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    "Fraction of rows whose arg-max over the last dim equals the target. `logits` [..., C], `targets` [...] (class indices)."
-    if logits.ndim < 1 or logits.shape[:-1] != targets.shape:
-        raise ValueError(f"accuracy expects logits of shape [..., num_classes] and targets of shape [...]; "
-                         f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}. "
-                         "Targets must be class indices (not one-hot) with one per row of logits.")
-    return (logits.argmax(dim=-1) == targets).float().mean()
+def accuracy(predictions, targets) -> float:
+    """Fraction of examples predicted right, as a float. `targets` are class indices [...]. `predictions` are either
+    class scores [..., C] (logits or probabilities; the arg-max over the last dim is the prediction) or predicted class
+    indices shaped like `targets`. Tensors, numpy arrays and lists are accepted; empty or non-finite input is refused."""
+    predictions, targets = torch.as_tensor(predictions), torch.as_tensor(targets)
+    if targets.numel() == 0: raise ValueError("accuracy: no examples (targets is empty).")
+    if targets.is_floating_point() or targets.is_complex():
+        if not (torch.isfinite(targets).all() and torch.equal(targets, targets.round())):
+            raise ValueError("accuracy: targets must be class indices (whole numbers), not scores or one-hot rows.")
+    if predictions.shape[:-1] == targets.shape and predictions.ndim >= 1 and predictions.shape != targets.shape:
+        if predictions.is_floating_point() and not torch.isfinite(predictions).all():
+            raise ValueError("accuracy: the class scores contain NaN or infinity; the model diverged or the scores "
+                             "were not computed. Check the training loss.")
+        predictions = predictions.argmax(dim=-1)
+    elif predictions.shape != targets.shape:
+        raise ValueError(f"accuracy: predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} do not "
+                         "describe the same examples. Give class scores [..., num_classes] with one row per target, or "
+                         "predicted class indices shaped like the targets (targets are class indices, not one-hot).")
+    return (predictions == targets).double().mean().item()
 
 # %% ../nbs/02_learner.ipynb #465921c7
 EVENTS = ('before_fit', 'before_epoch', 'before_batch', 'after_pred', 'after_loss',
@@ -224,6 +236,9 @@ class Learner:
         self._pending_losses: list[torch.Tensor] = []
         # reading a loss from a GPU waits for the GPU; on the CPU it is free, so check every step there
         self.sync_every = 1 if self.device.type == 'cpu' else 32
+        # what an interrupt saves: the last completed step (see `_mark_consistent`); None until a fit has started
+        self._consistent_point: dict | None = None
+        self._in_update = self._interrupt_pending = False  # a Ctrl-C during the update waits until it is whole
 
     @property
     def progress(self) -> float:
@@ -279,6 +294,8 @@ def _build_handlers(self):
     "Per event, the bound methods of callbacks that override it: calling no-op methods would cost time every step."
     def overrides(cb, e): return getattr(getattr(cb, e), '__func__', None) is not getattr(Callback, e)
     self._handlers = {e: [getattr(cb, e) for cb in self.callbacks if overrides(cb, e)] for e in EVENTS}
+    # only these callbacks have state worth remembering at every step
+    self._stateful_callbacks = [cb for cb in self.callbacks if type(cb).state_dict is not Callback.state_dict]
 
 @add_to_class(Learner)
 def _forward(self, xb):
@@ -286,14 +303,15 @@ def _forward(self, xb):
 
 @add_to_class(Learner)
 def _one_batch(self, batch):
+    progress = self.progress
     for group, fn in zip(self.opt.param_groups, self.schedule or ()):
-        group['lr'] = group['base_lr'] * fn(self.progress)
+        group['lr'] = group['base_lr'] * fn(progress)
     if self.schedule is None:
         for group in self.opt.param_groups: group['lr'] = group['base_lr']
     self.batch = to_device(batch, self.device)
     self.xb, self.yb = self.unpack_batch(self.batch)
     self._fire('before_batch')
-    self.pred = self._forward(self.xb)
+    self.pred = self._forward(self.xb)  # batch-norm layers update their running statistics here
     self._fire('after_pred')
     self.loss = self.loss_func(self.pred, self.yb)
     self._fire('after_loss')  # callbacks may have added terms to self.loss
@@ -303,15 +321,25 @@ def _one_batch(self, batch):
     self._fire('before_step')
     if self.grad_clip is not None:
         self.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+    # from here until the snapshot is taken, a Ctrl-C waits: the weights, the step counter and
+    # the snapshot that an interrupt saves must all describe the same step
+    self._in_update = True
     self.opt.step()
     self.step += 1
-    self._mark_consistent()  # weights now match `step`: an interrupt from here on saves this point
+    self._mark_consistent()
+    self._in_update = False
+    if self._interrupt_pending: self._raise_pending_interrupt()
     self._fire('after_step')
 
 @add_to_class(Learner)
 def _record_loss(self):
-    self._pending_losses.append(self.loss.detach())
     self.history.lrs.append([g['lr'] for g in self.opt.param_groups])
+    if self.sync_every == 1:  # CPU: reading the loss costs nothing, so check it at once
+        value = self.loss.detach().float().item()
+        self.history.train_loss.append(value)
+        if not math.isfinite(value): self._raise_non_finite(value, len(self.history.train_loss) - 1)
+        return
+    self._pending_losses.append(self.loss.detach())
     if len(self._pending_losses) >= self.sync_every: self._flush_losses()
 
 @add_to_class(Learner)
@@ -328,23 +356,91 @@ def _flush_losses(self, check: bool = True):
             self._raise_non_finite(v, first_step + i)
 
 @add_to_class(Learner)
+def _where_to_go_on(self) -> str:
+    if self.last_checkpoint:
+        return (f"The last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]}); "
+                "reload it with learn.load_checkpoint(...).")
+    return "No checkpoint was saved; pass checkpoint_path= to keep one."
+
+@add_to_class(Learner)
 def _raise_non_finite(self, value, history_step):
     fit_step = history_step - self._history_start
     epoch, batch = divmod(fit_step, self.steps_per_epoch)
     lrs = ', '.join(f'{g["lr"]:.3g}' for g in self.opt.param_groups)
-    where = (f"The last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]}); "
-             "reload it with learn.load_checkpoint(...)." if self.last_checkpoint else
-             "No checkpoint was saved; pass checkpoint_path= to keep one.")
     raise NonFiniteLossError(f"The training loss became {value} at step {fit_step} (epoch {epoch}, batch {batch}); "
                              f"training stopped. Try a lower learning rate (now {lrs}) or gradient clipping "
-                             f"(grad_clip=1.0), and check the inputs for NaNs. {where}")
+                             f"(grad_clip=1.0), and check the inputs for NaNs. {self._where_to_go_on()}")
+
+@add_to_class(Learner)
+def _non_finite_state(self) -> list[str]:
+    "Names of the weights, buffers and optimiser statistics holding a NaN or infinity (empty if all are finite)."
+    named = [(k, t) for k, t in self.model.state_dict().items() if t.is_floating_point()]
+    names = {p: n for n, p in self.model.named_parameters()}
+    named += [(f'optimiser {key} of {names.get(p, "a parameter")}', t) for p, s in self.opt.state.items()
+              for key, t in s.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not named or bool(torch.stack([t.isfinite().all() for _, t in named]).all()): return []  # one sync
+    return [n for n, t in named if not bool(t.isfinite().all())]
+
+@add_to_class(Learner)
+def _check_state_finite(self):
+    "Raise `NonFiniteLossError` if an update has left NaN/inf in the weights or the optimiser (the loss can still be finite)."
+    bad = self._non_finite_state()
+    if not bad: return
+    lrs = ', '.join(f'{g["lr"]:.3g}' for g in self.opt.param_groups)
+    raise NonFiniteLossError(f"After step {self.step} the model holds NaN or infinite values in {len(bad)} tensors "
+                             f"(first: {', '.join(bad[:3])}) although every loss so far was finite: the last update "
+                             f"diverged. Training stopped and these values were not saved. Try a lower learning rate "
+                             f"(now {lrs}) or gradient clipping (grad_clip=1.0). {self._where_to_go_on()}")
+
 
 # %% ../nbs/02_learner.ipynb #20252a53
 @add_to_class(Learner)
-def _mark_consistent(self):
-    "Remember the state after a completed step: an interrupt is saved as of this point."
-    self._consistent_point = (self.step, self.epochs_done, len(self.history) + len(self._pending_losses),
-                              get_rng_states() if self.checkpoint_path is not None else None)
+def _current_point(self, callbacks, rng=None) -> dict:
+    "Counters, history lengths, random states and the states of `callbacks`, as of now."
+    return {'step': self.step, 'epochs_done': self.epochs_done, 'n_epoch_rows': len(self.history.epochs),
+            'n_losses': len(self.history.train_loss) + len(self._pending_losses),
+            'rng': rng if rng is not None else get_rng_states(), 'callbacks': [(cb, cb.state_dict()) for cb in callbacks]}
+
+@add_to_class(Learner)
+def _mark_consistent(self, rng=None):
+    """Remember the state after a completed step: an interrupt rewinds to this point and saves it.
+    Of the model only the buffers are copied (batch-norm running statistics change in the forward pass,
+    before the step completes); parameters and optimiser change only inside the update, which a Ctrl-C cannot split."""
+    if self.checkpoint_path is None: return  # an interrupt saves nothing, so there is nothing to remember
+    outer, self._in_update = self._in_update, True  # a Ctrl-C waits until the snapshot is whole
+    self._consistent_point = self._current_point(self._stateful_callbacks, rng)
+    for copy, (_, buffer) in zip(self._buffer_copies, self._buffers): copy.copy_(buffer)
+    self._in_update = outer
+    if not outer and self._interrupt_pending: self._raise_pending_interrupt()
+
+@add_to_class(Learner)
+def _raise_pending_interrupt(self):
+    self._interrupt_pending = False
+    raise KeyboardInterrupt
+
+@add_to_class(Learner)
+def _defer_interrupts(self):
+    """Make a Ctrl-C that lands inside an update wait until the update is whole (see `_one_batch`).
+    Returns the handler to put back, or None when it cannot be changed (not the main thread, or someone else's handler)."""
+    if threading.current_thread() is not threading.main_thread(): return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler: return None
+    def on_interrupt(signum, frame):
+        if self._in_update: self._interrupt_pending = True
+        else: raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, on_interrupt)
+    return signal.default_int_handler
+
+@add_to_class(Learner)
+def _rewind_to_consistent_point(self):
+    "After an interrupt: put counters, history, callbacks and batch-norm buffers back to the last completed step."
+    point = self._consistent_point
+    self._flush_losses(check=False)
+    with torch.no_grad():
+        for copy, (_, buffer) in zip(self._buffer_copies, self._buffers): buffer.copy_(copy)
+    n = point['n_losses']
+    del self.history.train_loss[n:], self.history.lrs[n:], self.history.epochs[point['n_epoch_rows']:]
+    self.step, self.epochs_done = point['step'], point['epochs_done']
+    for cb, state in point['callbacks']: cb.load_state_dict(state)
 
 @add_to_class(Learner)
 def _seed_data_order(self, epoch_number: int):
@@ -389,6 +485,7 @@ def _run_epoch(self, epoch: int, saved_rng=None):
     finally:
         if bar is not None: bar.close()
     self._flush_losses()
+    self._check_state_finite()  # a finite loss can still be followed by an update that destroys the weights
     done = self.step - epoch * self.steps_per_epoch
     losses = self.history.train_loss[len(self.history) - done:] if done else []
     self.epoch_metrics = {'epoch': len(self.history.epochs), 'step': len(self.history),
@@ -398,13 +495,14 @@ def _run_epoch(self, epoch: int, saved_rng=None):
         self._fire('after_validate')
     self.history.epochs.append(self.epoch_metrics)
     self.epochs_done = epoch + 1
-    self._mark_consistent()
     if bar is not None:  # a one-line summary per epoch when the bar is shown
         print(f'epoch {epoch + 1}/{self.n_epochs}  ' + '  '.join(
             f'{k} {v:.4f}' for k, v in self.epoch_metrics.items() if isinstance(v, float)) +
             f'  ({time.perf_counter() - start:.1f} s)')
     self._fire('after_epoch')
-    self._mark_consistent()  # after_epoch may change callback state (e.g. early stopping counters)
+    # the epoch is complete only now: an interrupt in after_validate or after_epoch saves the last step,
+    # and the resumed run validates and writes this epoch's row again
+    self._mark_consistent()
     if self.checkpoint_path is not None and self.checkpoint_every == 'epoch': self.save_checkpoint()
 
 @add_to_class(Learner)
@@ -414,37 +512,46 @@ def fit(self, epochs: int, resume: bool = False) -> History:
     if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
     if resume and self.checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint file: pass checkpoint_path=... to the Learner.")
-    self.steps_per_epoch = self._check_loader(self.train_dl, 'train_dl')
+    steps_per_epoch = self._check_loader(self.train_dl, 'train_dl')
+    resuming = resume and self.checkpoint_path.exists()
+    if resuming:  # check the whole file before changing anything: a refused resume leaves the learner as it was
+        state = read_checkpoint(self.checkpoint_path)
+        self._check_checkpoint(state, self.checkpoint_path, fit=(epochs, steps_per_epoch))
+        before = self._snapshot()
+    self.steps_per_epoch = steps_per_epoch
     self.n_epochs, self.total_steps = epochs, epochs * self.steps_per_epoch
     self.step = self.epoch = self.batch_idx = self.epochs_done = 0
     self._pending_losses = []
     self._build_handlers()
-    resuming = resume and self.checkpoint_path.exists()
+    # buffers are copied at every completed step only when an interrupt would save them
+    self._buffers = list(self.model.named_buffers()) if self.checkpoint_path is not None else []
+    self._buffer_copies = [buffer.detach().clone() for _, buffer in self._buffers]
     if not resuming:
         if self.seed_given: set_seed(self.seed)
         self._check_output_size()
     self._history_start = len(self.history)
-    self._mark_consistent()
+    self._consistent_point = None  # until the starting state is known, an interrupt has nothing to save
+    handler_to_restore = self._defer_interrupts()
     saved_rng = None
     try:
         self._fire('before_fit')
-        if resuming:
-            saved_rng = self.load_checkpoint(self.checkpoint_path, resume_fit=True)
-            self._mark_consistent()
+        if resuming: saved_rng = self._apply_checkpoint(state, self.checkpoint_path, resume_fit=True, before=before)
+        self._mark_consistent(saved_rng)
         for epoch in range(self.epochs_done, epochs):
             self._run_epoch(epoch, saved_rng)
             saved_rng = None
     except StopTraining:
         self._flush_losses()
+        self._check_state_finite()
     except KeyboardInterrupt:
-        if self.checkpoint_path is not None:
-            self._save_interrupted()
-            print(f'Interrupted: saved step {self.step} to {self.checkpoint_path}; '
-                  'continue with learn.fit(..., resume=True).', file=sys.stderr)
+        if self.checkpoint_path is not None: self._save_interrupted()
         raise
     finally:
+        self._in_update = self._interrupt_pending = False
+        if handler_to_restore is not None: signal.signal(signal.SIGINT, handler_to_restore)
         self._fire('after_fit')
     return self.history
+
 
 # %% ../nbs/02_learner.ipynb #e1623d91
 @add_to_class(Learner)
@@ -536,63 +643,173 @@ def read_checkpoint(path) -> dict:
 
 # %% ../nbs/02_learner.ipynb #f6888680
 @add_to_class(Learner)
-def _checkpoint_state(self, step, epochs_done, n_losses, rng) -> dict:
+def _checkpoint_state(self, point) -> dict:
+    "The checkpoint dict for `point` (a `_current_point`): the history and callbacks as of that point, the current weights."
     history = self.history.state_dict()
-    history['train_loss'], history['lrs'] = history['train_loss'][:n_losses], history['lrs'][:n_losses]
-    cb_states = [[type(cb).__name__, cb.state_dict()] for cb in self.callbacks]
+    n, rows = point['n_losses'], point['n_epoch_rows']
+    history['train_loss'], history['lrs'], history['epochs'] = history['train_loss'][:n], history['lrs'][:n], history['epochs'][:rows]
     return {'format': CHECKPOINT_FORMAT, 'model': self.model.state_dict(), 'optimizer': self.opt.state_dict(),
+            'optimizer_class': type(self.opt).__name__,
             'trainable': [name for name, p in self.model.named_parameters() if p.requires_grad],
-            'step': step, 'epochs_done': epochs_done, 'n_epochs': self.n_epochs,
+            'step': point['step'], 'epochs_done': point['epochs_done'], 'n_epochs': self.n_epochs,
             'steps_per_epoch': self.steps_per_epoch, 'seed': self.seed, 'history': history,
-            'rng': rng_states_to_tensors(rng), 'callbacks': [s for s in cb_states if s[1]]}
+            'rng': rng_states_to_tensors(point['rng']),
+            'callbacks': [[type(cb).__name__, state] for cb, state in point['callbacks'] if state]}
 
 @add_to_class(Learner)
 def save_checkpoint(self, path=None) -> Path:
     "Atomically write the full training state to `path` (default `checkpoint_path`); returns the path."
     path = Path(path) if path is not None else self.checkpoint_path
     if path is None: raise ValueError("No path given: pass one, or set checkpoint_path= on the Learner.")
-    self._flush_losses()  # also refuses to save weights that a NaN loss has already damaged
-    atomic_torch_save(self._checkpoint_state(self.step, self.epochs_done, len(self.history), get_rng_states()), path)
+    self._flush_losses()  # refuses to save weights that a NaN loss has already damaged ...
+    self._check_state_finite()  # ... or that an update turned into NaN/inf after a finite loss
+    atomic_torch_save(self._checkpoint_state(self._current_point(self.callbacks)), path)
     self.last_checkpoint = (path, self.step)
     return path
 
 @add_to_class(Learner)
 def _save_interrupted(self):
-    self._flush_losses(check=False)
-    step, epochs_done, n_losses, rng = self._consistent_point
-    atomic_torch_save(self._checkpoint_state(step, epochs_done, n_losses, rng), self.checkpoint_path)
-    self.last_checkpoint = (self.checkpoint_path, step)
+    "On Ctrl-C: rewind to the last completed step and save it, unless there is none yet or it is not finite."
+    path = self.checkpoint_path
+    if self._consistent_point is None:
+        print(f'Interrupted before the first step: nothing saved, {path} left as it was.', file=sys.stderr)
+        return
+    self._rewind_to_consistent_point()
+    losses = self.history.train_loss[self._history_start:]
+    if not all(math.isfinite(v) for v in losses) or self._non_finite_state():
+        print(f'Interrupted after the training diverged (NaN/inf): nothing saved, {path} left as it was.', file=sys.stderr)
+        return
+    atomic_torch_save(self._checkpoint_state(self._consistent_point), path)
+    self.last_checkpoint = (path, self.step)
+    print(f'Interrupted: saved step {self.step} to {path}; continue with learn.fit(..., resume=True).', file=sys.stderr)
+
+_CHECKPOINT_KEYS = ('model', 'optimizer', 'trainable', 'step', 'epochs_done', 'n_epochs', 'steps_per_epoch',
+                    'seed', 'history', 'rng', 'callbacks')
+
+def _shape(x) -> str: return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else f'a {type(x).__name__}'
+
+@add_to_class(Learner)
+def _check_checkpoint(self, state: dict, path, fit=None):
+    """Raise `CheckpointError` for every way `state` does not fit this learner, changing nothing.
+    `fit=(epochs, steps_per_epoch)` also requires the checkpoint to come from a fit of that shape."""
+    hint = _fresh_start_hint(path)
+    def refuse(what): raise CheckpointError(f"{what} {hint}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing: refuse(f"{path} lacks {', '.join(missing)}: it was edited, or written by another version of tlcourse.")
+    counters = {k: state[k] for k in ('step', 'epochs_done', 'n_epochs', 'steps_per_epoch', 'seed')}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters.values()):
+        refuse(f"{path} has invalid counters {counters}: each must be an int >= 0.")
+    if fit is not None and (state['n_epochs'], state['steps_per_epoch']) != tuple(fit):
+        refuse(f"{path} belongs to a fit of {state['n_epochs']} epochs x {state['steps_per_epoch']} batches, but this "
+               f"fit has {fit[0]} x {fit[1]}. Use the same epochs, data and batch size to resume.")
+    saved, current = state['model'], self.model.state_dict()
+    if not isinstance(saved, dict): refuse(f"The weights in {path} are {_shape(saved)}, not a state dict.")
+    problems = ([f'missing {k}' for k in current if k not in saved] + [f'unexpected {k}' for k in saved if k not in current] +
+                [f'{k} is {_shape(saved[k])} in the file but {_shape(v)} in the model' for k, v in current.items()
+                 if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape)])
+    if problems:
+        refuse(f"The weights in {path} do not fit this model ({len(problems)} differences; {'; '.join(problems[:3])}).")
+    names = dict(self.model.named_parameters())
+    trainable = state['trainable']
+    if not isinstance(trainable, list) or any(name not in names for name in trainable):
+        refuse(f"{path} marks parameters as trainable that this model does not have.")
+    self._check_optimizer_state(state, path, hint)
+    history = state['history']
+    if not (isinstance(history, dict) and all(isinstance(history.get(k), list) for k in ('train_loss', 'lrs', 'epochs'))
+            and len(history['train_loss']) == len(history['lrs']) >= state['step']
+            and all(isinstance(row, dict) for row in history['epochs'])):
+        refuse(f"The history in {path} is damaged (it needs lists train_loss and lrs of equal length, at least "
+               f"step={state['step']} long, and a list of epoch rows).")
+    rng = state['rng']
+    if not (isinstance(rng, dict) and {'python', 'numpy', 'torch', 'cuda'} <= set(rng)):
+        refuse(f"The random states in {path} are damaged: without them the resumed run would not repeat the same numbers.")
+    cbs = state['callbacks']
+    if not (isinstance(cbs, list) and all(isinstance(c, (list, tuple)) and len(c) == 2 and isinstance(c[0], str)
+                                          and isinstance(c[1], dict) for c in cbs)):
+        refuse(f"The callback states in {path} are damaged (expected a list of [name, state dict] pairs).")
+
+@add_to_class(Learner)
+def _check_optimizer_state(self, state: dict, path, hint: str):
+    saved = state['optimizer']
+    def refuse(what): raise CheckpointError(f"The optimiser state in {path} does not fit this learner's param groups: {what} {hint}")
+    if not (isinstance(saved, dict) and isinstance(saved.get('state'), dict) and isinstance(saved.get('param_groups'), list)
+            and all(isinstance(g, dict) and isinstance(g.get('params'), list) for g in saved['param_groups'])):
+        refuse("it is not an optimiser state dict.")
+    kind = state.get('optimizer_class')  # absent in checkpoints written before it was recorded
+    if kind is not None and kind != type(self.opt).__name__:
+        refuse(f"it was written by {kind}, but this learner uses {type(self.opt).__name__} (pass opt_func=...).")
+    sizes = [len(g['params']) for g in self.opt.param_groups]
+    saved_sizes = [len(g['params']) for g in saved['param_groups']]
+    if sizes != saved_sizes:
+        refuse(f"the file has {len(saved_sizes)} groups of {saved_sizes} parameters, this learner {len(sizes)} of {sizes}.")
+    params = {i: p for g_saved, g in zip(saved['param_groups'], self.opt.param_groups) for i, p in zip(g_saved['params'], g['params'])}
+    for i, per_param in saved['state'].items():
+        if i not in params or not isinstance(per_param, dict): refuse(f"it holds state for a parameter ({i!r}) it does not list.")
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != params[i].shape:
+                refuse(f"its {key!r} has shape {tuple(value.shape)} for a parameter of shape {tuple(params[i].shape)}.")
+
+_RESTORED_ATTRS = ('step', 'epoch', 'batch_idx', 'epochs_done', 'n_epochs', 'total_steps', 'steps_per_epoch', 'seed',
+                   'last_checkpoint', '_history_start', '_pending_losses')
+
+@add_to_class(Learner)
+def _snapshot(self) -> dict:
+    "A copy of everything that loading a checkpoint changes, to put back if loading fails half-way."
+    return {'model': {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            'optimizer': copy.deepcopy(self.opt.state_dict()),
+            'requires_grad': [p.requires_grad for p in self.model.parameters()],
+            'history': self.history.state_dict(), 'rng': get_rng_states(),
+            'callbacks': [copy.deepcopy(cb.state_dict()) for cb in self.callbacks],
+            'attrs': {k: copy.copy(getattr(self, k, None)) for k in _RESTORED_ATTRS}}
+
+@add_to_class(Learner)
+def _restore(self, snapshot: dict):
+    self.model.load_state_dict(snapshot['model'])
+    self.opt.load_state_dict(snapshot['optimizer'])
+    for p, flag in zip(self.model.parameters(), snapshot['requires_grad']): p.requires_grad_(flag)
+    self.history.load_state_dict(snapshot['history'])
+    set_rng_states(snapshot['rng'])
+    for cb, state in zip(self.callbacks, snapshot['callbacks']): cb.load_state_dict(state)
+    for k, v in snapshot['attrs'].items(): setattr(self, k, v)
+
+@add_to_class(Learner)
+def _apply_checkpoint(self, state: dict, path, resume_fit: bool = False, before: dict | None = None):
+    "Put a checked checkpoint into the learner: all of it, or (on any failure) none of it."
+    before = before if before is not None else self._snapshot()
+    try:
+        self.model.load_state_dict(state['model'])
+        self.opt.load_state_dict(state['optimizer'])
+        trainable = set(state['trainable'])
+        for name, p in self.model.named_parameters(): p.requires_grad_(name in trainable)
+        self.history.load_state_dict(state['history'])
+        self.step, self.epochs_done, self.seed = state['step'], state['epochs_done'], state['seed']
+        self._history_start = len(self.history) - self.step
+        saved = {}
+        for name, cb_state in state['callbacks']: saved.setdefault(name, []).append(cb_state)
+        for cb in self.callbacks:
+            if saved.get(type(cb).__name__): cb.load_state_dict(saved[type(cb).__name__].pop(0))
+        set_rng_states(state['rng'])  # also a check: damaged random states fail here, not in the middle of the fit
+        if resume_fit: set_rng_states(before['rng'])  # fit sets them when the first epoch starts
+        self.last_checkpoint = (path, self.step)
+    except BaseException as e:
+        self._restore(before)
+        if isinstance(e, Exception) and not isinstance(e, CheckpointError):
+            raise CheckpointError(f"Cannot load {path} ({type(e).__name__}: {str(e)[:300]}); the learner was left "
+                                  "exactly as it was. " + _fresh_start_hint(path)) from e
+        raise
+    return state['rng'] if resume_fit else None
 
 @add_to_class(Learner)
 def load_checkpoint(self, path=None, resume_fit: bool = False):
-    """Restore weights, optimiser, history, counters and callback states from `path`.
+    """Restore weights, optimiser, history, counters, callback states and random states from `path`.
+    Either all of it is loaded or, if the file is damaged or does not fit, nothing changes and a `CheckpointError` says why.
     With `resume_fit=True` (used by `fit(resume=True)`) also check it matches the current fit and return its RNG states."""
     path = Path(path) if path is not None else self.checkpoint_path
+    if path is None: raise ValueError("No path given: pass one, or set checkpoint_path= on the Learner.")
     state = read_checkpoint(path)
-    if resume_fit and (state['n_epochs'], state['steps_per_epoch']) != (self.n_epochs, self.steps_per_epoch):
-        raise CheckpointError(f"{path} belongs to a fit of {state['n_epochs']} epochs x {state['steps_per_epoch']} "
-                              f"batches, but this fit has {self.n_epochs} x {self.steps_per_epoch}. Use the same "
-                              "epochs, data and batch size to resume. " + _fresh_start_hint(path))
-    try: self.opt.load_state_dict(state['optimizer'])
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"The optimiser state in {path} does not fit this learner's param groups ({e}). "
-                              + _fresh_start_hint(path)) from e
-    try: self.model.load_state_dict(state['model'])
-    except RuntimeError as e:
-        raise CheckpointError(f"The weights in {path} do not fit this model: {str(e)[:500]} "
-                              + _fresh_start_hint(path)) from e
-    trainable = set(state['trainable'])
-    for name, p in self.model.named_parameters(): p.requires_grad_(name in trainable)
-    self.history.load_state_dict(state['history'])
-    self.step, self.epochs_done, self.seed = state['step'], state['epochs_done'], state['seed']
-    self._history_start = len(self.history) - self.step
-    saved = {}
-    for name, cb_state in state['callbacks']: saved.setdefault(name, []).append(cb_state)
-    for cb in self.callbacks:
-        if saved.get(type(cb).__name__): cb.load_state_dict(saved[type(cb).__name__].pop(0))
-    self.last_checkpoint = (path, self.step)
-    if resume_fit: return state['rng']
-    set_rng_states(state['rng'])
+    self._check_checkpoint(state, path, fit=(self.n_epochs, self.steps_per_epoch) if resume_fit else None)
+    return self._apply_checkpoint(state, path, resume_fit)
+
 
 # %% ../nbs/02_learner.ipynb #1980f803
 class EarlyStopping(Callback):
@@ -636,7 +853,7 @@ def evaluate_accuracy(model: nn.Module, dataset, batch_size: int = 1000) -> floa
     if len(dataset) == 0: raise ValueError("evaluate_accuracy: the dataset is empty.")
     learner = Learner(model, make_loader(dataset, batch_size), progress=False)
     logits, labels = learner.predict(make_loader(dataset, batch_size))
-    return accuracy(logits, labels).item()
+    return accuracy(logits, labels)
 
 # %% ../nbs/10_why_transfer.ipynb #936de372
 def fit_classifier(model: nn.Module, train_set, lr: float, steps: int = 200, batch_size: int = 32, max_epochs: int = 50,

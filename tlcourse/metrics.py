@@ -10,9 +10,9 @@ from collections import Counter
 import numpy as np
 
 # %% auto #0
-__all__ = ['AVERAGES', 'SMOOTHING', 'accuracy_score', 'confusion_matrix', 'precision_recall_f1', 'precision_score',
-           'recall_score', 'f1_score', 'top_k_accuracy', 'tokenize_13a', 'bleu_statistics', 'bleu_score',
-           'sentence_bleu', 'perplexity', 'calibration_bins', 'expected_calibration_error', 'reliability_diagram']
+__all__ = ['AVERAGES', 'SMOOTHING', 'confusion_matrix', 'precision_recall_f1', 'precision_score', 'recall_score', 'f1_score',
+           'top_k_accuracy', 'tokenize_13a', 'bleu_statistics', 'bleu_score', 'sentence_bleu', 'perplexity',
+           'calibration_bins', 'expected_calibration_error', 'reliability_diagram']
 
 # %% ../nbs/20_metrics.ipynb #45378cc9
 def _to_numpy(x) -> np.ndarray:
@@ -44,12 +44,6 @@ def _check_labels(y_true, y_pred, num_classes: int | None = None, fn: str = "met
         raise ValueError(f"{fn}: found class index {high} but num_classes={num_classes} (valid indices 0..{num_classes - 1}). "
                          f"Pass num_classes={high + 1} or fix the labels.")
     return y_true, y_pred, int(num_classes)
-
-# %% ../nbs/20_metrics.ipynb #73507617
-def accuracy_score(y_true, y_pred) -> float:
-    "Fraction of positions where `y_pred` [N] equals `y_true` [N] (class indices)."
-    y_true, y_pred, _ = _check_labels(y_true, y_pred, fn="accuracy_score")
-    return float(np.mean(y_true == y_pred))
 
 # %% ../nbs/20_metrics.ipynb #49d721f9
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
