@@ -147,9 +147,12 @@ def test_summarize_and_transfer_gain_against_hand_computation():
     diffs = acc - np.array([0.50, 0.60, 0.55])                          # paired by seed
     assert gain["mean"] == pytest.approx(diffs.mean())
     assert gain["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3))
-    assert gain["verdict"] == "helps"
+    assert gain["verdict"] == "ft better"
+    assert gain["p_value"] == pytest.approx(stats.ttest_rel(acc, [0.50, 0.60, 0.55]).pvalue)  # the paired t-test
     worse = df.assign(accuracy=np.where(df.method == "ft", df.accuracy - 0.3, df.accuracy))
-    assert transfer_gain(worse).iloc[0]["verdict"] == "hurts"              # negative transfer is flagged
+    assert transfer_gain(worse).iloc[0]["verdict"] == "scratch better"    # negative transfer is flagged
+    one_seed = transfer_gain(df[df.seed == 0]).iloc[0]                     # one seed: a gain, but no interval
+    assert one_seed["mean"] == pytest.approx(0.2) and one_seed["verdict"] == "unclear" and math.isnan(one_seed["ci95"])
     with pytest.raises(ValueError, match="baseline"):
         transfer_gain(df, baseline="nope")
 

@@ -231,15 +231,28 @@ def plot_label_efficiency(results, ax=None, title: str = None, value: str = "acc
 
 # %% ../nbs/10_why_transfer.ipynb #93736278
 def transfer_gain(results, baseline: str = "scratch", value: str = "accuracy"):
-    "Paired gain over `baseline` for each other method and n: mean and 95% interval of the per-seed differences."
+    """Paired gain of every other method over `baseline`, for each n: the per-seed differences, compared with
+    `paired_comparison` (lecture 2b). One row per (method, n): mean gain, its 95% interval (low, high, and the
+    half-width ci95), p-value, number of seeds, and the verdict '<method> better', '<baseline> better' or 'unclear'.
+    With a single seed there is no interval, and the verdict is 'unclear'."""
+    import pandas as pd
+    if baseline not in set(results["method"]):
+        raise ValueError(f"No runs of the baseline {baseline!r}; methods are {sorted(results['method'].unique())}.")
     base = results[results["method"] == baseline].set_index(["n", "seed"])[value]
-    others = results[results["method"] != baseline].copy()
-    if base.empty: raise ValueError(f"No runs of the baseline {baseline!r}; methods are {sorted(results['method'].unique())}.")
-    others["gain"] = others[value].values - base.loc[list(zip(others["n"], others["seed"]))].values
-    summary = summarize_runs(others, value="gain")
-    summary["verdict"] = ["helps" if m - c > 0 else "hurts" if m + c < 0 else "unclear"
-                          for m, c in zip(summary["mean"], summary["ci95"])]
-    return summary
+    rows = []
+    for (method, n), runs in results[results["method"] != baseline].groupby(["method", "n"]):
+        missing = [seed for seed in runs["seed"] if (n, seed) not in base.index]
+        if missing: raise ValueError(f"{method!r} at n={n} has seeds {missing} that the baseline {baseline!r} lacks; "
+                                     "pair every run with a baseline run of the same n and seed.")
+        gains, base_scores = runs[value].to_numpy(float), base.loc[[(n, seed) for seed in runs["seed"]]].to_numpy(float)
+        if len(runs) >= 2:
+            c = paired_comparison(gains, base_scores, names=(method, baseline))
+        else:
+            mean = float((gains - base_scores).mean())
+            c = dict(mean_difference=mean, low=float("nan"), high=float("nan"), p_value=float("nan"), k=1, verdict="unclear")
+        rows.append(dict(method=method, n=n, mean=c["mean_difference"], ci95=(c["high"] - c["low"]) / 2, low=c["low"],
+                         high=c["high"], p_value=c["p_value"], count=c["k"], verdict=c["verdict"]))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/10_why_transfer.ipynb #2be7898f
 def curve_summary(curves: dict, fraction: float = 0.9):
@@ -331,10 +344,10 @@ def random_search(run, space: dict, n_trials: int, seed: int = 0, *args, **kwarg
     return tune(run, sample_settings(space, n_trials, seed), *args, **kwargs)
 
 # %% ../nbs/21_evaluation.ipynb #8a3b73a7
-def paired_comparison(a, b, confidence: float = 0.95) -> dict:
+def paired_comparison(a, b, confidence: float = 0.95, names=("a", "b")) -> dict:
     """Compare two methods scored on the same seeds or folds: scores `a` [k] and `b` [k], paired by position.
     Returns the mean difference a - b, its `confidence` t-interval (low, high), the paired t statistic and two-sided
-    p-value, k, and a verdict: 'a better', 'b better' or 'unclear' (the interval contains 0)."""
+    p-value, k, and a verdict: '<names[0]> better', '<names[1]> better' or 'unclear' (the interval contains 0)."""
     import numpy as np
     from scipy import stats
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
@@ -347,7 +360,7 @@ def paired_comparison(a, b, confidence: float = 0.95) -> dict:
     t = mean / sem if sem > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
     p = 2 * stats.t.sf(abs(t), k - 1) if not math.isnan(t) else math.nan
     low, high = mean - half, mean + half
-    verdict = "a better" if low > 0 else "b better" if high < 0 else "unclear"
+    verdict = f"{names[0]} better" if low > 0 else f"{names[1]} better" if high < 0 else "unclear"
     return dict(mean_difference=float(mean), low=float(low), high=float(high), t=float(t), p_value=float(p), k=k, verdict=verdict)
 
 # %% ../nbs/21_evaluation.ipynb #80c346e9
