@@ -302,6 +302,7 @@ def transfer_learner(checkpoint: str, train_set, num_classes: int, valid_set=Non
     if not isinstance(checkpoint, str):
         raise TypeError(f"checkpoint must be the name of a shipped checkpoint (a str), got {type(checkpoint).__name__}.")
     _check_count(num_classes, "num_classes", 2)
+    if len(train_set) == 0: raise ValueError("transfer_learner: train_set is empty; check the split or filter that made it.")
     labels = getattr(train_set, "labels", None)
     if isinstance(labels, torch.Tensor) and labels.numel() and int(labels.max()) >= num_classes:
         raise ValueError(f"train_set has labels up to {int(labels.max())}, but num_classes={num_classes}: "
