@@ -349,7 +349,7 @@ def test_transfer_learner_refuses_bad_input_clearly(data):
 # ---------------------------------------------------------------- lecture 4b's helpers
 def test_superclass_task_shares_labels_but_not_sub_classes():
     from tlcourse.data import load_fashion_mnist
-    from tlcourse.finetune_experiments import FASHION_SUPERCLASSES, superclass_task
+    from tlcourse.data import FASHION_SUPERCLASSES, superclass_task
     source, target = superclass_task("test", "source"), superclass_task("test", "target")
     assert source.classes == target.classes == list(FASHION_SUPERCLASSES)
     assert set(source.labels.tolist()) == set(target.labels.tolist()) == {0, 1, 2}
@@ -363,7 +363,7 @@ def test_superclass_task_shares_labels_but_not_sub_classes():
 
 
 def test_surgical_fine_tune_changes_only_the_chosen_stage(data):
-    from tlcourse.finetune_experiments import surgical_fine_tune
+    from tlcourse.finetune import surgical_fine_tune
     source = small_cnn()
     tuned = surgical_fine_tune(source, data, "stage2", steps=4)
     for stage in source.stage_names:
@@ -373,7 +373,7 @@ def test_surgical_fine_tune_changes_only_the_chosen_stage(data):
 
 
 def test_top_stages_on_cached_maps_equal_the_whole_network(data):
-    from tlcourse.finetune_experiments import top_stages
+    from tlcourse.models import top_stages
     from tlcourse.features import extract_features
     model = small_cnn().eval()
     maps = extract_features(model, data.images, stage="stage2", grid=7, cache=False)  # stage2 output is 8 x 7 x 7

