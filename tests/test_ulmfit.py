@@ -38,7 +38,7 @@ def reviews():
 
 
 def fit(reviews, **kwargs):
-    settings = dict(lr=1e-2, epochs=4, steps_per_epoch=3, batch_size=8, seed=0)
+    settings = dict(lr=1e-2, steps=12, epochs=4, batch_size=8, seed=0)
     return ulmfit_fine_tune(tiny_model(), reviews, **{**settings, **kwargs})
 
 
@@ -92,8 +92,15 @@ def test_decay_and_schedule_settings_are_used(reviews):
 
 def test_fixed_number_of_steps_per_epoch_even_for_a_tiny_set(reviews):
     tiny = TensorDataset(*reviews[:4])
-    learn = fit(tiny, steps_per_epoch=5)
+    learn = fit(tiny, steps=20)
     assert len(learn.train_dl) == 5 and len(learn.history.lrs) == 4 * 5
+
+
+def test_the_budget_is_counted_in_steps(reviews):
+    for steps, epochs in [(12, 4), (10, 5), (6, 6)]:
+        learn = fit(reviews, steps=steps, epochs=epochs, gradual_unfreezing=False, slanted_triangular=False)
+        assert len(learn.history.train_loss) == steps and len(learn.history.epochs) == epochs
+        assert len(learn.train_dl) == steps // epochs
 
 
 # ---------------------------------------------------------------- gradual unfreezing: order, and frozen means untouched
@@ -101,7 +108,7 @@ def test_gradual_unfreezing_order_and_frozen_stages_untouched(reviews):
     model = tiny_model()
     before = {s: parameters_of(model, s) for s in STAGES}
     with pytest.warns(UserWarning, match="never train"):
-        learn = ulmfit_fine_tune(model, reviews, lr=1e-2, epochs=3, steps_per_epoch=4, batch_size=8)
+        learn = ulmfit_fine_tune(model, reviews, lr=1e-2, steps=12, epochs=3, batch_size=8)
     assert learn.unfrozen == [["head"], ["block2", "head"], ["block1", "block2", "head"]]
     # the stem was frozen in every epoch: bit-identical; every other stage trained
     assert all(torch.equal(a, b) for a, b in zip(before["stem"], parameters_of(model, "stem")))
@@ -112,7 +119,7 @@ def test_gradual_unfreezing_order_and_frozen_stages_untouched(reviews):
 def test_without_gradual_unfreezing_every_stage_trains_from_the_first_epoch(reviews):
     model = tiny_model()
     before = {s: parameters_of(model, s) for s in STAGES}
-    learn = ulmfit_fine_tune(model, reviews, lr=1e-2, epochs=1, steps_per_epoch=2, batch_size=8,
+    learn = ulmfit_fine_tune(model, reviews, lr=1e-2, steps=2, epochs=1, batch_size=8,
                              gradual_unfreezing=False, slanted_triangular=False)
     assert learn.unfrozen == [STAGES]
     for stage in STAGES:
@@ -120,7 +127,7 @@ def test_without_gradual_unfreezing_every_stage_trains_from_the_first_epoch(revi
 
 
 def test_full_recipe_reaches_every_stage_and_learns(reviews):
-    learn = fit(reviews, epochs=6, lr=3e-2)
+    learn = fit(reviews, steps=18, epochs=6, lr=3e-2)
     assert learn.unfrozen[3] == STAGES and learn.unfrozen[-1] == STAGES
     losses = learn.history.train_loss
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
@@ -137,10 +144,16 @@ def test_bad_input_gets_clear_errors(reviews):
         ulmfit_fine_tune(tiny_model(), TensorDataset(torch.zeros(0, 12).long(), torch.zeros(0).long()), lr=1e-2)
     with pytest.raises(ValueError, match="epochs must be a positive int"):
         ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, epochs=0)
+    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
+        ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, steps=0)
+    with pytest.raises(ValueError, match="steps must be a positive int, got True"):
+        ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, steps=True)
+    with pytest.raises(ValueError, match=r"steps \(13\) must be a multiple of epochs \(4\).*Try steps=12"):
+        ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, steps=13, epochs=4)
     with pytest.raises(TypeError, match="StagedModel"):
         ulmfit_fine_tune(nn.Linear(12, 2), reviews, lr=1e-2)
     with pytest.raises(ValueError, match="at least 10 steps"):   # the slanted triangle needs steps to rise
-        ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, epochs=1, steps_per_epoch=2, gradual_unfreezing=False)
+        ulmfit_fine_tune(tiny_model(), reviews, lr=1e-2, steps=2, epochs=1, gradual_unfreezing=False)
 
 
 def test_parts_are_the_three_of_the_paper():

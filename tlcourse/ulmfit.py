@@ -33,12 +33,12 @@ def trim_padding(items, pad_id: int = PAD_ID):
 # %% ../nbs/42_ulmfit.ipynb #ab42000d
 ULMFIT_PARTS = {"discriminative": True, "slanted_triangular": True, "gradual_unfreezing": True}
 
-def ulmfit_fine_tune(model, train_set, lr: float, epochs: int = 5, steps_per_epoch: int = 8, batch_size: int = 32,
+def ulmfit_fine_tune(model, train_set, lr: float, steps: int = 40, epochs: int = 5, batch_size: int = 32,
                      discriminative: bool = True, slanted_triangular: bool = True, gradual_unfreezing: bool = True,
                      decay: float = 1 / 2.6, cut_frac: float = 0.1, ratio: float = 32, weight_decay: float = 0.01,
                      valid_set=None, seed: int = 0, progress: bool | None = False) -> Learner:
     """ULMFiT's classifier fine-tuning (Howard & Ruder 2018, section 3.3) of a pretrained text `StagedModel` with a new
-    head, on `train_set` (items (token ids [T], label)): `epochs` epochs of `steps_per_epoch` batches of `batch_size`.
+    head, on `train_set` (items (token ids [T], label)): `steps` batches of `batch_size`, in `epochs` equal epochs.
     - `discriminative`: the stage at depth d from the top trains at lr * decay**d (off: lr for every stage);
     - `slanted_triangular`: the slanted triangular rate over the whole fit, peak lr (off: cosine annealing from lr);
     - `gradual_unfreezing`: epoch e trains only the top e + 1 stages (off: every stage from the first step).
@@ -46,8 +46,13 @@ def ulmfit_fine_tune(model, train_set, lr: float, epochs: int = 5, steps_per_epo
     stages that trained in epoch e."""
     names = check_stages(model, getattr(model, "stage_names", []))
     if len(train_set) == 0: raise ValueError("ulmfit_fine_tune: train_set is empty.")
-    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1: raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    for name, value in (("steps", steps), ("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if steps % epochs:
+        raise ValueError(f"steps ({steps}) must be a multiple of epochs ({epochs}): every epoch has the same number of steps, "
+                         f"so that gradual unfreezing adds a stage at fixed intervals. Try steps={epochs * max(1, round(steps / epochs))}.")
+    steps_per_epoch = steps // epochs
     if gradual_unfreezing and epochs < len(names):
         warnings.warn(f"Gradual unfreezing over {epochs} epochs reaches only the top {epochs} of the model's "
                       f"{len(names)} stages; {names[:len(names) - epochs]} never train. Use epochs >= {len(names)}.")
