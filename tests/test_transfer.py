@@ -1,4 +1,5 @@
 """Lecture 1's library: shipped checkpoint, cached features, linear probe, fair-comparison tools."""
+from pathlib import Path
 import math
 import numpy as np
 import pandas as pd
@@ -165,3 +166,32 @@ def test_curve_summary():
     assert np.isnan(curve_summary({"a": ([1, 2], [0.1, 0.2]), "b": ([1, 2], [0.1, 1.0])}).loc["a", "x to reach 0.900"])
     with pytest.raises(ValueError):
         curve_summary({"bad": ([1, 2], [0.1])})
+
+
+def test_cached_tensor_is_the_one_cache_and_never_trusts_a_bad_entry(tmp_path, monkeypatch):
+    from tlcourse.features import cached_tensor, cache_dir
+    monkeypatch.setenv("TLCOURSE_CACHE", str(tmp_path))
+    calls = []
+    def compute(): calls.append(1); return torch.arange(4.0)
+    assert torch.equal(cached_tensor("k1", compute), torch.arange(4.0)) and len(calls) == 1
+    assert torch.equal(cached_tensor("k1", compute), torch.arange(4.0)) and len(calls) == 1   # served from the cache
+    (cache_dir() / "k1.pt").write_bytes(b"not a tensor file")                                    # damaged entry
+    assert torch.equal(cached_tensor("k1", compute), torch.arange(4.0)) and len(calls) == 2
+    torch.save({"not": "a tensor"}, cache_dir() / "k1.pt")                                       # foreign entry
+    assert torch.equal(cached_tensor("k1", compute), torch.arange(4.0)) and len(calls) == 3
+    assert torch.equal(cached_tensor("k2", compute, cache=False), torch.arange(4.0))
+    assert not (cache_dir() / "k2.pt").exists()                                                  # cache=False stores nothing
+    for bad in ["", "../escape", "a/b"]:
+        with pytest.raises(ValueError, match="cache key"):
+            cached_tensor(bad, compute)
+
+
+def test_cache_dir_outside_a_checkout_is_the_users_cache(tmp_path, monkeypatch):
+    import tlcourse
+    from tlcourse.features import cache_dir
+    monkeypatch.delenv("TLCOURSE_CACHE", raising=False)
+    assert cache_dir().parent.parent == Path(tlcourse.__file__).resolve().parent.parent  # a checkout: the repo's .cache
+    fake = tmp_path / "site-packages" / "tlcourse"; fake.mkdir(parents=True)
+    monkeypatch.setattr(tlcourse, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "tlcourse" / "features"  # installed: never inside site-packages

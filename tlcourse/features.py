@@ -17,15 +17,35 @@ from .learner import Learner, accuracy, atomic_torch_save, set_seed
 from .schedules import cosine_schedule
 
 # %% auto #0
-__all__ = ['cache_dir', 'fingerprint', 'extract_features', 'LinearProbe', 'fit_linear_probe', 'probe_accuracy',
+__all__ = ['cache_dir', 'cached_tensor', 'fingerprint', 'extract_features', 'LinearProbe', 'fit_linear_probe', 'probe_accuracy',
            'imagenet_features']
 
 # %% ../nbs/10_why_transfer.ipynb #afc5e2b0
 def cache_dir() -> Path:
-    "Where computed features are kept: $TLCOURSE_CACHE, else `.cache/` in the repository (git-ignored)."
+    """Where computed features are kept: $TLCOURSE_CACHE if set; else `.cache/` in the repository when tlcourse runs
+    from a checkout (git-ignored); else the user's cache folder ($XDG_CACHE_HOME or ~/.cache, then tlcourse/)."""
     import tlcourse
-    root = os.environ.get("TLCOURSE_CACHE") or Path(tlcourse.__file__).resolve().parent.parent / ".cache"
-    return Path(root) / "features"
+    if os.environ.get("TLCOURSE_CACHE"): return Path(os.environ["TLCOURSE_CACHE"]) / "features"
+    checkout = Path(tlcourse.__file__).resolve().parent.parent
+    if (checkout / "settings.ini").exists() and (checkout / "nbs").is_dir(): return checkout / ".cache" / "features"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tlcourse" / "features"
+
+def cached_tensor(key: str, compute, cache: bool = True) -> torch.Tensor:
+    """The course's one cache of computed tensors: the tensor stored under `key` in `cache_dir()`, else `compute()`,
+    stored atomically for next time. A damaged or foreign entry is recomputed, never trusted; `cache=False` always
+    computes and stores nothing. Entries are read with `torch.load(weights_only=True)`, so nothing in them can run."""
+    if not key or not all(ch.isalnum() or ch in "-_." for ch in key):
+        raise ValueError(f"cache key must be a non-empty file name of letters, digits, '-', '_' or '.', got {key!r}.")
+    path = cache_dir() / f"{key}.pt"
+    if cache and path.exists():
+        try:
+            value = torch.load(path, weights_only=True)
+            if isinstance(value, torch.Tensor): return value
+        except Exception: pass
+        path.unlink(missing_ok=True)
+    value = compute()
+    if cache: atomic_torch_save(value, path)
+    return value
 
 def fingerprint(model: nn.Module, images: torch.Tensor, *settings) -> str:
     "A short sha256 of a model's class, weights and buffers, an image tensor and any settings: the cache key."
@@ -54,21 +74,17 @@ def extract_features(model: nn.Module, images: torch.Tensor, stage: str | None =
         raise ValueError(f"Unknown stage {stage!r}; features can be read after one of {model.stage_names[:-1]}.")
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch [N, C, H, W], got shape {tuple(images.shape)}.")
-    path = cache_dir() / f"{fingerprint(model, images, stage, grid)}.pt"
-    if cache and path.exists():
-        try: return torch.load(path, weights_only=True)
-        except Exception: path.unlink()  # a damaged cache entry is recomputed, never trusted
     upto = model.stage_names[:model.stage_names.index(stage) + 1] if stage else None
     def run(x):
         if upto is None: return model.features(x)
         for name in upto: x = model.stage(name)(x)
         return _pool_flat(x, grid)
-    was_training = model.training
-    model.eval()
-    features = torch.cat([run(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
-    model.train(was_training)
-    if cache: atomic_torch_save(features, path)
-    return features
+    def compute():
+        was_training = model.training
+        model.eval()
+        try: return torch.cat([run(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+        finally: model.train(was_training)
+    return cached_tensor(fingerprint(model, images, stage, grid), compute, cache)
 
 # %% ../nbs/10_why_transfer.ipynb #52236170
 class LinearProbe(nn.Module):

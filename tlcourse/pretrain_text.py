@@ -394,18 +394,13 @@ def fill_mask(model: TinyTransformer, tokenizer: TextTokenizer, text: str, top: 
 # %% ../nbs/31_pretrain_text.ipynb #e3e89c59
 def sentence_embeddings(texts, cache: bool = True) -> torch.Tensor:
     """Frozen all-MiniLM-L6-v2 sentence embeddings [N, 384] of `texts` (L2-normalised mean of token states), kept in
-    `tlcourse.transfer.cache_dir()` keyed by the texts' sha256 when `cache=True`."""
+    the course's feature cache (`tlcourse.features.cached_tensor`) keyed by the texts' sha256 when `cache=True`."""
     from tlcourse.models import load_minilm, embed_sentences
-    from tlcourse.features import cache_dir
-    from tlcourse.learner import atomic_torch_save
-    path = cache_dir() / f"minilm_{hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:20]}.pt"
-    if cache and path.exists():
-        try: return torch.load(path, weights_only=True)
-        except Exception: path.unlink()  # a damaged cache entry is recomputed, never trusted
-    with _quiet_transformers(): model, wordpiece = load_minilm()
-    embeddings = embed_sentences(model, wordpiece, list(texts), batch_size=64, max_length=128)
-    if cache: atomic_torch_save(embeddings, path)
-    return embeddings
+    from tlcourse.features import cached_tensor
+    def compute():
+        with _quiet_transformers(): model, wordpiece = load_minilm()
+        return embed_sentences(model, wordpiece, list(texts), batch_size=64, max_length=128)
+    return cached_tensor(f"minilm_{hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:20]}", compute, cache)
 
 # %% ../nbs/31_pretrain_text.ipynb #5e7b1c20
 def sentiment_benchmark(tokenizer: TextTokenizer, pool_per_class: int = 300, test_per_class: int = 400,
