@@ -327,3 +327,13 @@ def test_reversal_schedule_refuses_negative_or_non_finite_max_lambda(max_lambda)
     with pytest.raises(ValueError, match=r"max_lambda must be a finite number >= 0"):
         GradientReversalSchedule(GradientReversal(), max_lambda=max_lambda)
     assert dann_lambda(0.5, 0) == 0.0 and GradientReversalSchedule(GradientReversal(), 10, 0).max_lambda == 0
+
+
+@pytest.mark.parametrize("fn", [entropy_loss, pseudo_label_loss, pseudo_labels])
+def test_self_training_terms_refuse_empty_or_non_finite_logits(fn):
+    with pytest.raises(ValueError, match="batch is empty"):
+        fn(torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fn(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError, match=r"\[N, num_classes\]"):
+        fn(torch.zeros(3))

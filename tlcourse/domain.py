@@ -209,14 +209,25 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (covariance(source) - covariance(target)).pow(2).sum() / (4 * d * d)
 
 # %% ../nbs/60_domain.ipynb #7affda0f
+def _check_logits(logits, fn: str):
+    "Refuse anything but a non-empty, finite [N, C] batch of logits, saying which."
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ValueError(f"{fn}: logits must be a tensor [N, num_classes], got {getattr(logits, 'shape', type(logits).__name__)}.")
+    if len(logits) == 0 or logits.shape[1] == 0:
+        raise ValueError(f"{fn}: the batch is empty ({tuple(logits.shape)}); the target loader gave no examples.")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"{fn}: the logits contain NaN or infinity; the model diverged (lower the learning rate).")
+
 def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     "Mean prediction entropy -sum_c p_c log p_c over the rows of logits [N, C]; low when predictions are confident."
+    _check_logits(logits, "entropy_loss")
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(1).mean()
 
 def pseudo_labels(logits: torch.Tensor, threshold: float = 0.9):
     "(arg-max labels [N], boolean mask [N] of rows whose top softmax probability is >= `threshold`), without gradient."
     if not 0 < threshold <= 1: raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}.")
+    _check_logits(logits, "pseudo_labels")
     with torch.no_grad():
         confidence, labels = F.softmax(logits, dim=1).max(1)
     return labels, confidence >= threshold
