@@ -316,8 +316,9 @@ def transfer_learner(checkpoint: str, train_set, num_classes: int, valid_set=Non
 # %% ../nbs/41_finetune_experiments.ipynb #227fbfc5
 def surgical_fine_tune(source, train_set, stage: str, lr: float = 1e-2, steps: int = 100, seed: int = 0):
     """A copy of `source` (a StagedModel, head kept) in which only `stage` trains ('all' for every stage), trained on
-    `train_set` for about `steps` steps with `fit_classifier`; frozen stages keep their BatchNorm statistics."""
+    `train_set` for about `steps` steps with `fit_classifier`; frozen stages keep their BatchNorm statistics.
+    Returns the Learner; its `.model` is the tuned copy."""
     set_seed(seed)
     model = copy.deepcopy(source).train()
     unfreeze(model) if stage == "all" else train_only(model, stage)
-    return fit_classifier(model, train_set, lr=lr, steps=steps, seed=seed).model
+    return fit_classifier(model, train_set, lr=lr, steps=steps, seed=seed)
