@@ -1,5 +1,8 @@
 """Behaviour of tlcourse.learner: the one training loop of the course."""
-import math
+import copy, math, os, random, signal
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -134,8 +137,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / 'ckpt.pt'
     atomic_torch_save({'version': torch.tensor(1)}, target)
 
-    def failing_save(obj, f):
-        f.write(b'partial bytes')
+    def failing_save(obj, f):  # f: an open file or a path, whichever the writer hands to torch.save
+        if isinstance(f, (str, os.PathLike)): Path(f).write_bytes(b'partial bytes')
+        else: f.write(b'partial bytes')
         raise OSError('disk full')
     monkeypatch.setattr(torch, 'save', failing_save)
     with pytest.raises(OSError, match='disk full'):
@@ -291,3 +295,235 @@ def test_accuracy_and_predict():
     assert set(learn.validate()) == {'loss', 'accuracy'}
     frame = learn.fit(1).to_frame()
     assert list(frame.columns) == ['epoch', 'step', 'train_loss', 'valid_loss', 'valid_accuracy']
+
+
+# ---- a learner never loses or corrupts work (issue 13) ----
+
+def make_bn_model():
+    "Batch norm (running statistics change in the forward pass) and dropout (draws random numbers)."
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+
+class Optimiser(torch.optim.AdamW):
+    "AdamW that can send itself Ctrl-C (SIGINT) right after its `signal_after`-th update, as if the user pressed it then."
+    signal_after = None
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.updates = getattr(self, 'updates', 0) + 1
+        if self.updates == self.signal_after: signal.raise_signal(signal.SIGINT)
+        return out
+
+
+def bn_learner(tmp_path, callbacks=(), **kwargs):
+    set_seed(0)
+    train, valid = loaders()
+    return Learner(make_bn_model(), train, valid, seed=0, lr=1e-2, callbacks=callbacks, progress=False,
+                   schedule=lambda p: 1 - p, opt_func=Optimiser, checkpoint_path=tmp_path / 'run.pt', **kwargs)
+
+
+def assert_same(a, b, where='state'):
+    "Recursive equality, bit for bit for tensors and arrays."
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray): assert np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a: assert_same(a[k], b[k], f'{where}[{k!r}]')
+    elif isinstance(a, (list, tuple)):
+        assert type(a) == type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)): assert_same(x, y, f'{where}[{i}]')
+    else: assert a == b or (a != a and b != b), f'{where}: {a!r} != {b!r}'
+
+
+def training_state(learn):
+    "Everything a resume must reproduce: weights and batch-norm buffers, optimiser, history."
+    return {'model': learn.model.state_dict(), 'optimizer': learn.opt.state_dict(), 'history': learn.history.state_dict()}
+
+
+STEPS_PER_EPOCH, EPOCHS = 6, 3
+# (event, step at which to interrupt): every event, and every stage of a step (steps 7-11 are batches 1-5 of epoch 1)
+INTERRUPTS = [('before_fit', 0), ('before_epoch', 6), ('before_batch', 7), ('after_pred', 8), ('after_loss', 9),
+              ('before_step', 10), ('after_step', 11), ('after_validate', 12), ('after_epoch', 12), ('after_fit', 18)]
+
+
+def test_interrupts_cover_every_event():
+    assert sorted(e for e, _ in INTERRUPTS) == sorted(EVENTS)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    learn = bn_learner(tmp_path_factory.mktemp('full'))
+    learn.fit(EPOCHS)
+    assert learn.steps_per_epoch == STEPS_PER_EPOCH
+    return copy.deepcopy(training_state(learn))
+
+
+@pytest.mark.parametrize('event,step', INTERRUPTS)
+def test_resume_is_bit_exact_after_an_interrupt_at_any_event(tmp_path, uninterrupted, event, step):
+    interrupted = bn_learner(tmp_path, callbacks=[InterruptAt(step, event)])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(EPOCHS)
+    checkpoint = tmp_path / 'run.pt'
+    if event == 'before_fit':
+        assert not checkpoint.exists()  # nothing had started: nothing to save, a resume starts afresh
+    else:
+        saved = read_checkpoint(checkpoint)
+        assert saved['step'] == step
+        assert_same(saved['model'], interrupted.model.state_dict())  # the learner was rewound to what it saved
+    resumed = bn_learner(tmp_path)
+    resumed.fit(EPOCHS, resume=True)
+    assert_same(training_state(resumed), uninterrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ['run.pt']  # no temporary files left
+
+
+def test_mid_step_interrupt_undoes_the_batch_norm_update(tmp_path):
+    "The forward pass has moved the running statistics; the saved step must not include that half-step."
+    seen = {}
+
+    class Watch(Callback):
+        def after_step(self, learn):
+            if learn.step == 9: seen['after_step_9'] = learn.model[1].running_mean.clone()
+        def after_pred(self, learn):
+            if learn.step == 9: seen['moved'] = not torch.equal(learn.model[1].running_mean, seen['after_step_9'])
+    learn = bn_learner(tmp_path, callbacks=[Watch(), InterruptAt(9, 'after_loss')])
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(EPOCHS)
+    assert seen['moved']
+    assert_same(read_checkpoint(tmp_path / 'run.pt')['model']['1.running_mean'], seen['after_step_9'])
+
+
+def test_ctrl_c_during_the_update_waits_until_the_step_is_counted(tmp_path, uninterrupted):
+    "A real SIGINT right after the optimiser has changed the weights, before the step counter moves."
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    Optimiser.signal_after = 10
+    try:
+        learn = bn_learner(tmp_path)
+        with pytest.raises(KeyboardInterrupt):
+            learn.fit(EPOCHS)
+    finally:
+        Optimiser.signal_after = None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put the handler back
+    assert learn.step == 10 and read_checkpoint(tmp_path / 'run.pt')['step'] == 10
+    resumed = bn_learner(tmp_path)
+    resumed.fit(EPOCHS, resume=True)
+    assert_same(training_state(resumed), uninterrupted)
+
+
+class Picky(Callback):
+    "A callback with state that refuses a negative count."
+    def __init__(self): self.count = 0
+    def after_step(self, learn): self.count += 1
+    def state_dict(self): return {'count': self.count}
+    def load_state_dict(self, state):
+        if state['count'] < 0: raise ValueError('count must be >= 0')
+        self.count = state['count']
+
+
+def everything(learn):
+    "The whole observable state of a learner and the process's random generators."
+    counters = {k: getattr(learn, k) for k in ('step', 'epoch', 'batch_idx', 'epochs_done', 'n_epochs', 'total_steps',
+                                               'steps_per_epoch', 'seed', 'last_checkpoint', '_history_start')}
+    return copy.deepcopy({'training': training_state(learn), 'counters': counters,
+                          'trainable': [p.requires_grad for p in learn.model.parameters()],
+                          'callbacks': [cb.state_dict() for cb in learn.callbacks],
+                          'rng': [random.getstate(), np.random.get_state(), torch.get_rng_state()]})
+
+
+def edited(good, tmp_path, name, change):
+    state = torch.load(good, weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / name)
+    return tmp_path / name
+
+
+def other_learner_checkpoint(tmp_path, name, **kwargs):
+    set_seed(0)
+    train, valid = loaders()
+    model = kwargs.pop('model', None) or make_bn_model()
+    Learner(model, train, valid, seed=0, progress=False, checkpoint_path=tmp_path / name, **kwargs).fit(2)
+    return tmp_path / name
+
+
+def bad_checkpoints(tmp_path, good):
+    def rng_of_wrong_size(s): s['rng']['python']['state'] = s['rng']['python']['state'][:10]
+    def wrong_adam_shape(s): s['optimizer']['state'][0]['exp_avg'] = torch.zeros(3, 3)
+    def history_too_short(s): s['history']['train_loss'] = s['history']['train_loss'][:2]
+    def rejected_callback_state(s): s['callbacks'] = [['Picky', {'count': -1}]]
+    truncated = tmp_path / 'truncated.pt'
+    truncated.write_bytes(good.read_bytes()[:800])
+    torch.save({'something': 'else'}, tmp_path / 'not_a_checkpoint.pt')
+    model = make_bn_model()
+    return {
+        'truncated file': (truncated, 'damaged'),
+        'not a learner checkpoint': (tmp_path / 'not_a_checkpoint.pt', 'not a tlcourse Learner checkpoint'),
+        'key missing': (edited(good, tmp_path, 'no_rng.pt', lambda s: s.pop('rng')), 'lacks rng'),
+        'weights of another shape': (other_learner_checkpoint(tmp_path, 'wide.pt', model=nn.Sequential(
+            nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 3))), 'do not fit this model'),
+        'other param groups': (other_learner_checkpoint(tmp_path, 'groups.pt', model=model, param_groups=[
+            {'params': model[:2].parameters()}, {'params': model[4].parameters()}]), 'param groups'),
+        'other optimiser': (other_learner_checkpoint(tmp_path, 'sgd.pt', opt_func=torch.optim.SGD), 'uses Optimiser'),
+        'optimiser state of another shape': (edited(good, tmp_path, 'adam.pt', wrong_adam_shape), r"'exp_avg' has shape \(3, 3\)"),
+        'damaged history': (edited(good, tmp_path, 'history.pt', history_too_short), 'history'),
+        # these two pass every check and fail half-way through loading: the learner must be put back
+        'damaged random states': (edited(good, tmp_path, 'rng.pt', rng_of_wrong_size), 'left exactly as it was'),
+        'callback rejects its state': (edited(good, tmp_path, 'picky.pt', rejected_callback_state), 'count must be >= 0'),
+    }
+
+
+def test_a_failed_load_changes_nothing(tmp_path):
+    learn = bn_learner(tmp_path, callbacks=[Picky()])
+    learn.fit(2)
+    learn.model[0].requires_grad_(False)  # frozen layers must stay frozen too
+    good = tmp_path / 'run.pt'
+    for kind, (path, message) in bad_checkpoints(tmp_path, good).items():
+        for how in ('load_checkpoint', 'fit(resume=True)'):
+            random.random(); np.random.rand(); torch.rand(1)  # states that differ from any saved ones
+            before = everything(learn)
+            with pytest.raises(CheckpointError, match=message):
+                if how == 'load_checkpoint': learn.load_checkpoint(path)
+                else:
+                    learn.checkpoint_path = path
+                    try: learn.fit(2, resume=True)
+                    finally: learn.checkpoint_path = good
+            assert_same(everything(learn), before, f'{kind} via {how}')
+    learn.load_checkpoint(good)  # and a good file still loads
+    assert learn.step == 12 and learn.callbacks[0].count == 12
+
+
+class Diverge(Callback):
+    "After step `at`, put an infinity into a weight, as a diverging update does while its loss was still finite."
+    def __init__(self, at, then_interrupt=False): self.at, self.then_interrupt = at, then_interrupt
+    def after_step(self, learn):
+        if learn.step == self.at:
+            with torch.no_grad(): learn.model[0].weight[0, 0] = float('inf')
+            if self.then_interrupt: raise KeyboardInterrupt
+
+
+# (diverging step, checkpoint_every, Ctrl-C right after it, step of the last finite checkpoint); each divergence
+# happens just before a save (end of an epoch, every 2nd step) or an interrupt, so the loss has not yet turned NaN
+@pytest.mark.parametrize('at,every,interrupt,last_good', [(18, 'epoch', False, 12), (9, 'epoch', True, 6),
+                                                          (10, 2, False, 8), (6, 'epoch', False, None)])
+def test_non_finite_weights_never_overwrite_the_last_finite_checkpoint(tmp_path, at, every, interrupt, last_good):
+    learn = bn_learner(tmp_path, callbacks=[Diverge(at, interrupt)], checkpoint_every=every)
+    with pytest.raises(KeyboardInterrupt if interrupt else NonFiniteLossError) as info:
+        learn.fit(EPOCHS)
+    if not interrupt:
+        message = str(info.value)
+        assert '0.weight' in message and 'lower learning rate' in message
+        assert (f'step {last_good}' in message) if last_good else 'No checkpoint was saved' in message
+    if last_good is None:
+        assert not (tmp_path / 'run.pt').exists()
+        return
+    saved = read_checkpoint(tmp_path / 'run.pt')
+    assert saved['step'] == last_good
+    assert all(torch.isfinite(t).all() for t in saved['model'].values() if t.is_floating_point())
+
+
+def test_non_finite_weights_stop_a_fit_without_checkpoints():
+    "No checkpoint file to protect, but the fit must not end as a success with broken weights."
+    set_seed(0)
+    train, _ = loaders()
+    learn = Learner(make_bn_model(), train, seed=0, progress=False, callbacks=[Diverge(6)])
+    with pytest.raises(NonFiniteLossError, match='No checkpoint was saved'):
+        learn.fit(1)
