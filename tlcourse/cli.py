@@ -170,7 +170,8 @@ def run_pretraining(objective: str, seed: int = 0, settings: dict | None = None,
         task = dataclasses.replace(task, loss_func=FiniteValidationLoss(task.loss_func, task.lr))
         per_rank_batch_size(task.batch_size, context.world_size)
         start = time.perf_counter()
-        model, history = distributed_pretrain(task, seed=seed, context=context, progress=progress)
+        learner = distributed_pretrain(task, seed=seed, context=context, progress=progress)
+        model, history = learner.pretrained, learner.history
         seconds = time.perf_counter() - start
         metrics = final_metrics(history)
         check_finite_run(model, metrics, task.lr)  # before anything is written
