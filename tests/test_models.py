@@ -7,11 +7,15 @@ import torch
 from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from tlcourse.models import (ChecksumError, ClassifierHead, EFFICIENTNET_LITE0_SHA256, EfficientNetInput, GlobalAvgPool,
-                             MINILM_SHA256, ResizeInput, SmallCNN, StagedModel, TinyTransformer, WeightsMismatchError,
+from tlcourse.models import (ChecksumError, ClassifierHead, EfficientNetInput, GlobalAvgPool,
+                             ResizeInput, SmallCNN, StagedModel, TinyTransformer, WeightsMismatchError,
                              adapt_input_channels, add_input_adapter, count_parameters, embed_sentences, first_conv,
                              load_efficientnet_lite0, load_minilm, load_weights, replace_head, resnet18_from_state_dict,
                              save_weights, file_sha256, stage_summary, weights_metadata)
+from tlcourse.registry import entry as registry_entry
+
+EFFICIENTNET_LITE0_SHA256 = registry_entry("weights", "efficientnet_lite0")["sha256"]
+MINILM_SHA256 = registry_entry("weights", "minilm")["sha256"]
 
 
 @pytest.fixture(autouse=True)
