@@ -242,8 +242,9 @@ def test_pretraining_task_reduces_the_loss():
     task = make_task("graph_attribute_masking", seed=0, n_train=120, n_valid=30, epochs=4, batch_size=16, hidden=16)
     assert isinstance(task, PretrainTask) and task.architecture["hidden"] == 16
     assert task.train_set.labels is None and len(task.train_set) == 120
-    model, history = pretrain(task, seed=0, progress=False)
-    assert model is task.model and model.stage_names[-1] == "head"
+    learner = pretrain(task, seed=0, progress=False)
+    model, history = learner.pretrained, learner.history
+    assert model is task.model and learner.model is task.trainer and not model.training and model.stage_names[-1] == "head"
     losses = history.to_frame()["train_loss"]
     assert losses.iloc[-1] < losses.iloc[0]
     again = attribute_masking_task(seed=0, n_train=120, n_valid=30, epochs=4, batch_size=16, hidden=16)

@@ -33,7 +33,8 @@ def test_supervised_task_is_pretrain_source_cnn_recipe(monkeypatch):
     small = {split: load_fashion_mnist(split).subset(torch.arange(300)) for split in ("train", "test")}
     monkeypatch.setattr(R, "load_fashion_mnist", lambda split="train": small[split])
     monkeypatch.setattr(P, "load_fashion_mnist", lambda split="train": small[split])
-    a, history = P.pretrain(P.make_task("supervised", seed=3, epochs=1), seed=3, progress=False)
+    learner = P.pretrain(P.make_task("supervised", seed=3, epochs=1), seed=3, progress=False)
+    a, history = learner.pretrained, learner.history
     b, _ = R.pretrain_source_cnn(epochs=1, seed=3, progress=False)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert "valid_accuracy" in history.epochs[-1]
@@ -42,7 +43,7 @@ def test_supervised_task_is_pretrain_source_cnn_recipe(monkeypatch):
 def test_pretrain_reduces_loss_and_is_seeded():
     runs = [P.pretrain(P.make_task("supervised", n_train=256, n_valid=64, epochs=2, lr=3e-3), seed=1, progress=False)
             for _ in range(2)]
-    (m1, h1), (m2, h2) = runs
+    h1, h2 = (run.history for run in runs)
     assert h1.train_loss == h2.train_loss
     assert sum(h1.train_loss[-2:]) < sum(h1.train_loss[:2])
 
@@ -144,7 +145,8 @@ def test_simclr_task_shapes_and_training():
     xb, yb = next(iter(P.pretrain_loader(task.train_set, 8, collate_fn=task.collate_fn)))
     assert xb.shape == (8, 2, 1, 28, 28) and yb.shape == (8,)
     assert task.trainer(xb).shape == (8, 2, 64)
-    model, history = P.pretrain(task, progress=False)
+    learner = P.pretrain(task, progress=False)
+    model, history = learner.pretrained, learner.history
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     assert "valid_loss" in history.epochs[-1]
     assert model.features(torch.rand(3, 1, 28, 28)).shape == (3, 64)
@@ -178,5 +180,5 @@ def test_denoising_task_trains():
     xb, yb = next(iter(P.pretrain_loader(task.train_set, 4, collate_fn=task.collate_fn)))
     out = task.trainer(xb)
     assert out.shape == yb.shape == (4, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
-    _, history = P.pretrain(task, progress=False)
+    history = P.pretrain(task, progress=False).history
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]

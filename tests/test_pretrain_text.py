@@ -173,7 +173,7 @@ def test_tasks_train_and_reduce_loss():
         task = make_task(objective, seed=0, n_train=128, epochs=2, batch_size=32, d_model=32, n_valid=32, lr=5e-3)
         assert task.objective == objective and task.model.causal == causal
         assert task.architecture["vocab_size"] == task.model.vocab_size
-        _, history = pretrain(task, seed=0, progress=False)
+        history = pretrain(task, seed=0, progress=False).history
         losses = history.train_loss
         assert sum(losses[-3:]) < sum(losses[:3]) - 0.1
     with pytest.raises(ValueError, match="Unknown setting"):
@@ -205,7 +205,7 @@ def test_heldout_perplexity_is_exp_of_mean_loss():
 
 
 def test_shipped_text_checkpoints(splits):
-    from tlcourse.pretrain import load_pretrained
+    from tlcourse.registry import load_pretrained
     tokenizer = load_text_tokenizer()
     assert tokenizer.wordpiece_ids.tolist() == text_tokenizer(tokenizer.vocab_size).wordpiece_ids.tolist()
     chunks = tokenizer.chunks(splits["test_texts"][:300])

@@ -134,7 +134,8 @@ def pretrain(task: PretrainTask, seed: int = 0, progress: bool | None = None, lo
              **learner_kwargs):
     """Train `task.trainer` on `task.train_set` with the one `Learner` (AdamW, cosine schedule, `task`'s lr, weight decay,
     epochs, metrics and callbacks). `learner_kwargs` override Learner arguments; `loader_fn(dataset, batch_size, shuffle,
-    seed, collate_fn, drop_last)` builds the loaders. Returns (task.model in eval mode, History)."""
+    seed, collate_fn, drop_last)` builds the loaders. Returns the Learner: `.history` has the losses, `.pretrained` is
+    `task.model` (the network that transfers) in eval mode, `.model` the module it trained (`task.trainer`)."""
     if not _looks_like_task(task): raise TypeError(f"pretrain needs a PretrainTask, got {type(task).__name__}.")
     train_dl = loader_fn(task.train_set, task.batch_size, shuffle=True, seed=seed, collate_fn=task.collate_fn,
                          drop_last=task.drop_last)
@@ -143,8 +144,9 @@ def pretrain(task: PretrainTask, seed: int = 0, progress: bool | None = None, lo
     settings = dict(loss_func=task.loss_func, lr=task.lr, weight_decay=task.weight_decay, metrics=task.metrics,
                     callbacks=task.callbacks, schedule=cosine_schedule, seed=seed, progress=progress)
     learner = Learner(task.trainer, train_dl, valid_dl, **{**settings, **learner_kwargs})
-    history = learner.fit(task.epochs)
-    return task.model.eval(), history
+    learner.fit(task.epochs)
+    learner.pretrained = task.model.eval()
+    return learner
 
 # %% ../nbs/30_pretrain.ipynb #ee6061e1
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
