@@ -153,11 +153,18 @@ def test_existing_out_needs_force(tmp_path, capsys):
     assert status == 2 and "must name a .safetensors file" in err
 
 
-def test_shipping_may_write_into_the_checkpoints_folder(data_copy, capsys):
+def test_shipping_may_write_into_the_checkpoints_folder_but_replaces_only_with_force(data_copy, capsys):
     copy = data_copy / "checkpoints" / "copy.safetensors"
     (data_copy / "checkpoints").mkdir()
     status, result, _ = run_cli(capsys, "pretrain", *TINY_MLP, "--ship", "tiny_mlp", "--out", str(copy))
     assert status == 0 and copy.exists() and (data_copy / "checkpoints" / "tiny_mlp.safetensors").exists()
+    shipped = data_copy / "checkpoints" / "tiny_mlp.safetensors"
+    before = digest(shipped)
+    status, _, err = run_cli(capsys, "pretrain", *TINY_MLP, "--seed", "1", "--ship", "tiny_mlp")
+    assert status == 2 and "already shipped" in err and "--force" in err and digest(shipped) == before
+    status, result, _ = run_cli(capsys, "pretrain", *TINY_MLP, "--seed", "1", "--ship", "tiny_mlp", "--force")
+    assert status == 0 and digest(shipped) != before
+    assert json.loads((data_copy / "checkpoints" / "manifest.json").read_text())["tiny_mlp"]["sha256"] == digest(shipped)
 
 
 # --- a run that ends non-finite exits 1 and writes nothing ---

@@ -164,6 +164,9 @@ def run_pretraining(objective: str, seed: int = 0, settings: dict | None = None,
     recipe = course_recipe(ship, objective, default_run) if ship is not None else None
     if recipe is not None:  # a course checkpoint: its one recipe (which uses make_task too)
         return ship_course_checkpoint(ship, recipe, out)
+    if ship is not None and not force and (checkpoints_dir() / f"{ship}.safetensors").exists():
+        raise FileExistsError(f"A checkpoint named {ship!r} is already shipped ({checkpoints_dir() / ship}.safetensors) and "
+                              "was left untouched. Ship under another name, or add --force to replace it.")
     context = init_distributed()
     try:
         task = build_task(objective, seed=seed, settings=settings, **overrides)
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the task builder, e.g. --set n_train=256 (repeatable)")
     p.add_argument("--out", help="write the weights here (.safetensors; the folder must exist; not in data/checkpoints)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out file (only if the run ends finite)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file or shipped checkpoint of that name (only if the run ends finite)")
     p.add_argument("--ship", nargs="?", const="", metavar="NAME", help="also ship under data/checkpoints with a manifest "
                    "entry, as NAME (default: the objective's checkpoint name, e.g. simclr_cnn)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: in a terminal)")
