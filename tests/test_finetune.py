@@ -320,6 +320,19 @@ def test_fine_tune_counts_its_budget_in_steps(data):
     with pytest.raises(ValueError, match="freeze_steps must be an int >= 0"): learn.fine_tune(steps=8, freeze_steps=-1)
 
 
+def test_fine_tune_method_on_token_batches():
+    "The recipe needs stages, not images: a TinyTransformer on token ids fine-tunes the same way."
+    set_seed(0)
+    model = TinyTransformer(vocab_size=40, num_classes=2, d_model=16, n_layers=2, n_heads=2, max_len=12)
+    tokens = torch.randint(5, 40, (24, 12), generator=torch.Generator().manual_seed(0))
+    reviews = torch.utils.data.TensorDataset(tokens, (tokens == 7).any(1).long())
+    stem = copy.deepcopy(model.stage("stem").state_dict())
+    learn = Learner(model, make_loader(reviews, 8, shuffle=True), seed=0, progress=False).freeze()
+    learn.fine_tune(steps=9, freeze_steps=3, base_lr=1e-2)                # 3 steps per epoch: 1 epoch, then 2
+    assert (len(learn.head_history), len(learn.history)) == (3, 6)
+    assert [g["name"] for g in learn.opt.param_groups] == model.stage_names and trainable_stages(model) == model.stage_names
+    assert any(not torch.equal(v, model.stage("stem").state_dict()[k]) for k, v in stem.items())
+
 def test_transfer_learner_loads_the_checkpoint_with_a_new_head_and_a_frozen_body(data):
     from tlcourse.finetune import transfer_learner
     from tlcourse.registry import load_pretrained
