@@ -8,14 +8,17 @@ import contextlib, hashlib, json, os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MANIFESTS', 'ARCHITECTURES', 'DataFileError', 'ChecksumError', 'ManifestError', 'data_dir', 'manifest_path',
-           'checkpoints_dir', 'check_entry', 'read_manifest', 'register_architecture', 'architecture_class',
-           'architecture_name', 'file_sha256', 'verify_sha256', 'entry', 'registered_file', 'verify_all',
-           'load_pretrained', 'atomic_write', 'write_json', 'record_entry']
+__all__ = ['MANIFESTS', 'ARCHITECTURES', 'DataFileError', 'MissingFileError', 'ChecksumError', 'ManifestError', 'data_dir',
+           'manifest_path', 'checkpoints_dir', 'check_entry', 'read_manifest', 'register_architecture',
+           'architecture_class', 'architecture_name', 'file_sha256', 'verify_sha256', 'entry', 'registered_file',
+           'verify_all', 'load_pretrained', 'atomic_write', 'write_json', 'record_entry']
 
 # %% ../nbs/04_registry.ipynb #278617d4
-class DataFileError(FileNotFoundError, ValueError):
-    "A course file (dataset, checkpoint, weights) is missing, unknown or unusable. The message says how to restore it."
+class DataFileError(ValueError):
+    "A course file (dataset, checkpoint, weights) is unknown, missing or unusable. The message says how to fix it."
+
+class MissingFileError(DataFileError, FileNotFoundError):
+    "A course file, a manifest or the data folder is not where it should be."
 
 class ChecksumError(DataFileError):
     "A file exists, but its content is not the one its manifest (or the caller) records: its sha256 differs."
@@ -35,7 +38,7 @@ def data_dir() -> Path:
     packaged, repository = _package_dir() / "_data", _package_dir().parent / "data"
     for place in (packaged, repository):
         if (place / "manifest.json").is_file(): return place
-    raise DataFileError("The course data folder was not found. tlcourse looks in three places: the folder named by the "
+    raise MissingFileError("The course data folder was not found. tlcourse looks in three places: the folder named by the "
                         f"environment variable TLCOURSE_DATA (not set), {packaged} (inside an installed wheel) and "
                         f"{repository} (a source checkout). Reinstall the tlcourse wheel, run from a clone of the "
                         "repository, or set TLCOURSE_DATA to a copy of its data/ folder.")
@@ -88,7 +91,7 @@ def read_manifest(kind: str = "datasets") -> dict:
     "The manifest of `kind` ('datasets', 'checkpoints', 'weights') as name -> entry, after checking every entry's shape."
     path = manifest_path(kind)
     if not path.is_file():
-        raise DataFileError(f"The {kind} manifest {path} is missing. Restore it with `git checkout -- data/{MANIFESTS[kind]}` "
+        raise MissingFileError(f"The {kind} manifest {path} is missing. Restore it with `git checkout -- data/{MANIFESTS[kind]}` "
                             "(or reinstall tlcourse).")
     try: manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -160,7 +163,7 @@ def verify_sha256(path, expected: str, hint: str = "") -> Path:
     path = Path(path)
     hint = hint or ("The file is corrupt or a different version; restore it, reinstall the package that provides it, "
                     "or pass the checksum of the file you mean to use.")
-    if not path.is_file(): raise DataFileError(f"{path} does not exist. {hint}")
+    if not path.is_file(): raise MissingFileError(f"{path} does not exist. {hint}")
     if not (isinstance(expected, str) and _SHA256.fullmatch(expected.lower())):
         raise ValueError(f"expected must be a sha256: 64 hex digits, got {expected!r}.")
     actual = file_sha256(path)
@@ -192,7 +195,7 @@ def _folder(kind: str, entry: dict) -> Path:
     import importlib.util
     spec = importlib.util.find_spec(entry["package"])
     if spec is None or not spec.submodule_search_locations:
-        raise DataFileError(f"The package {entry['package']!r} that ships these weights is not installed. "
+        raise MissingFileError(f"The package {entry['package']!r} that ships these weights is not installed. "
                             + _restore_hint(kind, "", entry))
     return Path(list(spec.submodule_search_locations)[0])
 
@@ -202,7 +205,7 @@ def registered_file(kind: str, name: str) -> Path:
     path = _folder(kind, record) / record["file"]
     what = {"datasets": "dataset", "checkpoints": "checkpoint", "weights": "third-party weights"}[kind]
     hint = _restore_hint(kind, name, record)
-    if not path.is_file(): raise DataFileError(f"The file {path} of {what} {name!r} is missing. {hint}")
+    if not path.is_file(): raise MissingFileError(f"The file {path} of {what} {name!r} is missing. {hint}")
     try: return verify_sha256(path, record["sha256"], hint)
     except ChecksumError as e: raise ChecksumError(f"{what} {name!r}: {e}") from None
 
