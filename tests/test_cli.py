@@ -101,6 +101,20 @@ def test_run_settings_checked_in_python_too():
     C.check_run_settings(0, epochs=1, batch_size=1, lr=1e-3, weight_decay=0.0)  # in range: no error
 
 
+@pytest.mark.parametrize("setting", ["lr=1e999", "lr=0.0", "lr=fast", "weight_decay=-1.0", "weight_decay=1e999"])
+def test_task_settings_from_set_are_checked_too(tmp_path, capsys, setting):
+    "`--set lr=...` reaches the task through the builder, not through --lr: the same range applies."
+    out = tmp_path / "w.safetensors"
+    status, _, err = run_cli(capsys, "pretrain", "supervised", "--set", "n_train=64", "--set", setting, "--out", str(out))
+    name = setting.partition("=")[0]
+    assert status == 2 and f"must be {C.RUN_SETTING_RANGES[name]}" in err and not out.exists()
+
+
+def test_builder_settings_out_of_range(capsys):
+    status, _, err = run_cli(capsys, "pretrain", *TINY_MLP, "--set", "hidden=-1")
+    assert status == 2 and "MLPClassifier: hidden must be an int >= 1, got -1" in err
+
+
 @pytest.mark.parametrize("setting,split", [("n_train", "train"), ("n_valid", "test")])
 @pytest.mark.parametrize("objective", ["supervised", "simclr", "tlcourse.distributed:fashion_mlp_task"])
 def test_more_examples_than_the_split_holds_is_refused(capsys, objective, setting, split):

@@ -23,8 +23,8 @@ from .recipes import (SHIPPED_NAMES, build_checkpoints, checkpoint_recipes, cour
 
 # %% auto #0
 __all__ = ['TASK_FIELDS', 'RUN_SETTING_RANGES', 'resolve_objective', 'build_task', 'parse_settings', 'check_run_settings',
-           'check_output_path', 'canonical_command', 'check_finite_run', 'FiniteValidationLoss', 'run_pretraining',
-           'build_parser', 'main']
+           'check_task_settings', 'check_output_path', 'canonical_command', 'check_finite_run', 'FiniteValidationLoss',
+           'run_pretraining', 'build_parser', 'main']
 
 # %% ../nbs/34_command_line.ipynb #9ae028cd
 def resolve_objective(objective: str):
@@ -88,6 +88,15 @@ def check_run_settings(seed: int = 0, **overrides) -> None:
     for name, value in dict(seed=seed, **overrides).items():
         if (value is not None or name == "seed") and not _IN_RANGE[name](value):
             raise ValueError(f"--{name.replace('_', '-')} must be {RUN_SETTING_RANGES[name]}, got {value!r}.")
+
+def check_task_settings(objective: str, task) -> None:
+    "The same ranges for the task's own epochs, batch_size, lr and weight_decay, which a builder may take from `--set`."
+    for name in TASK_FIELDS:
+        value = getattr(task, name)
+        if not _IN_RANGE[name](value):
+            raise ValueError(f"{objective}: the task's {name} must be {RUN_SETTING_RANGES[name]}, got {value!r} (from --set "
+                             f"or the task builder's defaults).")
+
 
 # %% ../nbs/34_command_line.ipynb #d063b856
 def _inside(path: Path, folder: Path) -> bool:
@@ -170,6 +179,7 @@ def run_pretraining(objective: str, seed: int = 0, settings: dict | None = None,
     context = init_distributed()
     try:
         task = build_task(objective, seed=seed, settings=settings, **overrides)
+        check_task_settings(objective, task)
         task = dataclasses.replace(task, loss_func=FiniteValidationLoss(task.loss_func, task.lr))
         per_rank_batch_size(task.batch_size, context.world_size)
         start = time.perf_counter()

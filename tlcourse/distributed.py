@@ -28,6 +28,9 @@ class MLPClassifier(nn.Module):
     "Flatten, one hidden ReLU layer, linear: images [B, C, H, W] -> logits [B, num_classes]. No BatchNorm (see DDP below)."
     def __init__(self, in_features: int = 784, hidden: int = 128, num_classes: int = 10):
         super().__init__()
+        for name, n in dict(in_features=in_features, hidden=hidden, num_classes=num_classes).items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"MLPClassifier: {name} must be an int >= 1, got {n!r}.")
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
     def forward(self, x): return self.net(x)
 
