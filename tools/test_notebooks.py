@@ -22,7 +22,7 @@ TIMES = ROOT / ".cache" / "notebook_seconds.json"
 # Only the order matters; a notebook missing here (a new lecture) counts as the longest until it has been timed.
 DEFAULT_SECONDS = {"33_pretrain_at_scale": 29, "30_pretrain": 16, "41_finetune_experiments": 15, "40_finetune": 15,
                    "10_why_transfer": 15, "31_pretrain_text": 15, "01_models": 14, "21_evaluation": 13, "42_ulmfit": 13,
-                   "60_domain": 13, "32_pretrain_graphs": 12, "34_command_line": 10, "00_data": 10, "20_metrics": 8,
+                   "50_peft": 12, "60_domain": 13, "71_meta_learning": 13, "32_pretrain_graphs": 12, "34_command_line": 10, "00_data": 10, "20_metrics": 8,
                    "22_representations": 5, "03_evaluate": 2, "02_learner": 2, "index": 1,
                    "70_multitask": 13}
 
