@@ -34,8 +34,9 @@ def test_pretraining_is_deterministic(monkeypatch):
     import tlcourse.recipes as T  # lecture 1's recipe lives with the other checkpoint recipes
     small = {"train": load_fashion_mnist("train").subset(torch.arange(2048)), "test": load_fashion_mnist("test").subset(torch.arange(1000))}
     monkeypatch.setattr(T, "load_fashion_mnist", lambda split="train": small[split])
-    a, ha = pretrain_source_cnn(epochs=1, seed=3, progress=False)
-    b, hb = pretrain_source_cnn(epochs=1, seed=3, progress=False)
+    first, second = (pretrain_source_cnn(epochs=1, seed=3, progress=False) for _ in range(2))
+    (a, ha), (b, hb) = (first.model, first.history), (second.model, second.history)
+    assert not a.training                                               # handed back ready to transfer
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
     assert ha.to_frame()["valid_accuracy"].tolist() == hb.to_frame()["valid_accuracy"].tolist()

@@ -18,7 +18,7 @@ from .registry import (ChecksumError, architecture_name, checkpoints_dir, entry,
                                record_entry)
 
 # %% auto #0
-__all__ = ['LICENSE_FASHION', 'RECIPES', 'SHIPPED_NAMES', 'record_checkpoint', 'ship_checkpoint', 'make_fashion_cnn', 'make_fashion_superclass_cnn', 'make_image_ssl', 'make_text_lm', 'make_gnn', 'checkpoint_recipes', 'recipe_table', 'course_recipe', 'ship_course_checkpoint', 'build_checkpoints', 'verify_checkpoint', 'pretrain_source_cnn', 'pretrain_superclass_cnn']
+__all__ = ['LICENSE_FASHION', 'RECIPES', 'SHIPPED_NAMES', 'record_checkpoint', 'ship_checkpoint', 'make_fashion_cnn', 'make_fashion_superclass_cnn', 'make_image_ssl', 'make_text_lm', 'make_gnn', 'checkpoint_recipes', 'recipe_table', 'course_recipe', 'ship_course_checkpoint', 'build_checkpoints', 'verify_checkpoint', 'train_supervised_cnn', 'pretrain_source_cnn', 'pretrain_superclass_cnn']
 
 # %% ../nbs/06_recipes.ipynb #32a5f129
 def record_checkpoint(name: str, entry: dict, directory=None) -> Path:
@@ -66,34 +66,31 @@ def ship_checkpoint(name: str, task, model: nn.Module, history, seed: int, secon
 # %% ../nbs/06_recipes.ipynb #8c81b12f
 LICENSE_FASHION = "Apache-2.0 (trained by tlcourse on MIT-licensed Fashion-MNIST)"
 
+def _make_supervised_cnn(name: str, train, settings: dict, num_classes: int, objective: str, data: str) -> dict:
+    "Run a supervised SmallCNN recipe `train(**settings)` (a Learner), save it as `name`, and return its manifest entry."
+    start = time.perf_counter()
+    learner = train(**settings, progress=False)
+    seconds = time.perf_counter() - start
+    architecture = dict(in_channels=1, num_classes=num_classes)
+    record = _write_weights(name, learner.model, dict(architecture=json.dumps(architecture), **settings))
+    return dict(record, architecture=architecture, objective=objective, data=data, settings=settings,
+                source_test_accuracy=round(_final_row(learner.history)["valid_accuracy"], 4),
+                command=f"python scripts/make_checkpoints.py {name}", **_run_facts(seconds), license=LICENSE_FASHION)
+
 def make_fashion_cnn() -> dict:
     "Lecture 1's source network: a SmallCNN trained on the 10 Fashion-MNIST classes (`pretrain_source_cnn`)."
-    settings = dict(epochs=8, lr=3e-3, batch_size=128, weight_decay=1e-4, seed=0)
-    start = time.perf_counter()
-    model, history = pretrain_source_cnn(**settings, progress=False)
-    seconds = time.perf_counter() - start
-    architecture = dict(in_channels=1, num_classes=10)
-    record = _write_weights("fashion_cnn", model, dict(architecture=json.dumps(architecture), **settings))
-    return dict(record, architecture=architecture, objective="supervised classification (cross-entropy)",
-                data="fashion_mnist train split (20,000 images, data/fashion_mnist.npz)", settings=settings,
-                source_test_accuracy=round(_final_row(history)["valid_accuracy"], 4),
-                command="python scripts/make_checkpoints.py fashion_cnn", **_run_facts(seconds), license=LICENSE_FASHION)
+    return _make_supervised_cnn("fashion_cnn", pretrain_source_cnn, dict(epochs=8, lr=3e-3, batch_size=128,
+                                weight_decay=1e-4, seed=0), 10, "supervised classification (cross-entropy)",
+                                "fashion_mnist train split (20,000 images, data/fashion_mnist.npz)")
 
 def make_fashion_superclass_cnn() -> dict:
     "3 super-classes of Fashion-MNIST learned from one set of sub-classes (lecture 4b's feature-level shift source)."
     from tlcourse.data import FASHION_SUPERCLASSES
-    settings = dict(epochs=4, lr=3e-3, batch_size=128, weight_decay=1e-4, seed=0)
-    start = time.perf_counter()
-    model, history = pretrain_superclass_cnn(**settings, progress=False)
-    seconds = time.perf_counter() - start
-    architecture = dict(in_channels=1, num_classes=3)
-    record = _write_weights("fashion_superclass_cnn", model, dict(architecture=json.dumps(architecture), **settings))
-    return dict(record, architecture=architecture, objective="supervised classification (cross-entropy) of 3 super-classes",
-                data="fashion_mnist train split, source sub-classes of tlcourse.data.FASHION_SUPERCLASSES "
-                     f"{ {k: v[0] for k, v in FASHION_SUPERCLASSES.items()} } (10,000 images)",
-                settings=settings, source_test_accuracy=round(_final_row(history)["valid_accuracy"], 4),
-                command="python scripts/make_checkpoints.py fashion_superclass_cnn", **_run_facts(seconds),
-                license=LICENSE_FASHION)
+    return _make_supervised_cnn("fashion_superclass_cnn", pretrain_superclass_cnn, dict(epochs=4, lr=3e-3,
+                                batch_size=128, weight_decay=1e-4, seed=0), 3,
+                                "supervised classification (cross-entropy) of 3 super-classes",
+                                "fashion_mnist train split, source sub-classes of tlcourse.data.FASHION_SUPERCLASSES "
+                                f"{ {k: v[0] for k, v in FASHION_SUPERCLASSES.items()} } (10,000 images)")
 
 # %% ../nbs/06_recipes.ipynb #a0852357
 def _pretrain_objective(objective: str, seed: int = 0):
@@ -251,29 +248,31 @@ def verify_checkpoint(name_or_path) -> dict:
                 parameters=sum(p.numel() for p in model.parameters()))
 
 # %% ../nbs/10_why_transfer.ipynb #211a7175
-def pretrain_source_cnn(epochs: int = 8, lr: float = 3e-3, batch_size: int = 128, weight_decay: float = 1e-4,
-                        seed: int = 0, progress: bool | None = None):
-    """Supervised pretraining of a `SmallCNN` on the Fashion-MNIST subset (20k train / 5k test).
-    Returns (model, history); the history's last row holds the source test accuracy."""
+def train_supervised_cnn(train, test, epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int = 0,
+                         progress: bool | None = None) -> Learner:
+    """Supervised pretraining of a `SmallCNN` with one output per class of `train`: AdamW and a cosine schedule for
+    `epochs` passes over `train`, validated on `test` after each. Returns the Learner: `.model` (in eval mode) and
+    `.history`, whose last row holds the test accuracy."""
     set_seed(seed)
-    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-    model = SmallCNN(in_channels=1, num_classes=len(train.classes))
+    model = SmallCNN(in_channels=train.images.shape[1], num_classes=len(train.classes))
     learner = Learner(model, make_loader(train, batch_size, shuffle=True, seed=seed), make_loader(test, 1000),
                       lr=lr, weight_decay=weight_decay, schedule=cosine_schedule, seed=seed, progress=progress)
-    history = learner.fit(epochs)
-    return model.eval(), history
+    learner.fit(epochs)
+    model.eval()
+    return learner
+
+def pretrain_source_cnn(epochs: int = 8, lr: float = 3e-3, batch_size: int = 128, weight_decay: float = 1e-4,
+                        seed: int = 0, progress: bool | None = None) -> Learner:
+    "Lecture 1's source network: `train_supervised_cnn` on the Fashion-MNIST subset (20k train / 5k test)."
+    return train_supervised_cnn(load_fashion_mnist("train"), load_fashion_mnist("test"), epochs, lr, batch_size,
+                                weight_decay, seed, progress)
 
 # %% ../nbs/41_finetune_experiments.ipynb #161cc3b5
 from .data import superclass_task
 
 def pretrain_superclass_cnn(epochs: int = 4, lr: float = 3e-3, batch_size: int = 128, weight_decay: float = 1e-4,
-                            seed: int = 0, progress: bool | None = None):
-    """Supervised pretraining of a 3-class `SmallCNN` on the source side of `superclass_task` (10,000 training images).
-    Returns (model in eval mode, history); the last history row holds the source test accuracy."""
-    set_seed(seed)
-    train, test = superclass_task("train", "source"), superclass_task("test", "source")
-    model = SmallCNN(in_channels=1, num_classes=len(train.classes))
-    learner = Learner(model, make_loader(train, batch_size, shuffle=True, seed=seed), make_loader(test, 1000), lr=lr,
-                      weight_decay=weight_decay, schedule=cosine_schedule, seed=seed, progress=progress)
-    history = learner.fit(epochs)
-    return model.eval(), history
+                            seed: int = 0, progress: bool | None = None) -> Learner:
+    """Lecture 4b's source network: `train_supervised_cnn` (lecture 1) on the source side of `superclass_task`
+    (3 super-classes, 10,000 training images). Returns the Learner (`.model` in eval mode, `.history`)."""
+    return train_supervised_cnn(superclass_task("train", "source"), superclass_task("test", "source"), epochs, lr,
+                                batch_size, weight_decay, seed, progress)
