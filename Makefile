@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env lab test test-py test-nbs sync-check course course-cold bench checkpoints lock clean
+.PHONY: env lab test test-py test-nbs sync-check course course-cold bench checkpoints lock clean release autograde
 
 ## env: build .venv on first use (skipped when settings.ini / constraints are unchanged)
 env:
@@ -50,6 +50,15 @@ bench: env
 ## checkpoints: regenerate the pretrained checkpoints shipped under data/
 checkpoints: env
 	$(PY) scripts/make_checkpoints.py
+
+## release: the student version of every assignment (nbgrader) into assignments/release/: no solutions, no hidden tests
+release: env
+	$(PY) tools/grading.py release
+
+## autograde: grade every submission in assignments/submitted/<student>/<assignment>/, write feedback HTML per
+##   student into assignments/feedback/ and the gradebook as assignments/grades.csv
+autograde: env
+	$(PY) tools/grading.py autograde
 
 ## lock: refresh requirements/constraints.txt from the current .venv
 lock:

@@ -7,6 +7,8 @@ PORT=${PORT:-8888}
 TOKEN=${JUPYTER_TOKEN:-$("$VENV/bin/python" -c "import secrets; print(secrets.token_hex(16))")}
 export JUPYTER_RUNTIME_DIR=${JUPYTER_RUNTIME_DIR:-$PWD/.cache/jupyter-runtime}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# nbgrader's Lab extension (Formgrader, Validate) finds the course's config in assignments/ through Jupyter's config path
+export JUPYTER_CONFIG_PATH="$PWD/assignments${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
 mkdir -p "$JUPYTER_RUNTIME_DIR"
 extra=()
 [ "$(id -u)" = 0 ] && extra+=(--allow-root)   # containers and CI run as root
