@@ -485,7 +485,9 @@ def _run_epoch(self, epoch: int, saved_rng=None):
     finally:
         if bar is not None: bar.close()
     self._flush_losses()
-    self._check_state_finite()  # a finite loss can still be followed by an update that destroys the weights
+    # a finite loss can still be followed by an update that destroys the weights: check before validation uses them
+    # (saving and the end of fit check too; a NaN weight in training shows at once as a NaN loss)
+    if self.valid_dl is not None: self._check_state_finite()
     done = self.step - epoch * self.steps_per_epoch
     losses = self.history.train_loss[len(self.history) - done:] if done else []
     self.epoch_metrics = {'epoch': len(self.history.epochs), 'step': len(self.history),
@@ -540,6 +542,7 @@ def fit(self, epochs: int, resume: bool = False) -> History:
         for epoch in range(self.epochs_done, epochs):
             self._run_epoch(epoch, saved_rng)
             saved_rng = None
+        if self.valid_dl is None: self._check_state_finite()  # the last update may have broken the weights
     except StopTraining:
         self._flush_losses()
         self._check_state_finite()
