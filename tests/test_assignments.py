@@ -172,9 +172,10 @@ def test_release_has_no_solution_or_hidden_test(path, releases):
     text = released.read_text()
     for begin, end in MARKERS.values():
         assert begin not in text and end not in text, f"{name}: the release still contains `{begin}`"
-    leaked = sorted(line for line in secret_lines(load(path)) if line in text)
-    assert not leaked, f"{name}: the student release contains solution or hidden-test lines: {leaked[:5]}"
     nb = load(released)
+    released_text = "\n".join(source(c) for c in nb["cells"]) + "\n" + text  # decoded, as JSON escapes quotes
+    leaked = sorted(line for line in secret_lines(load(path)) if line in released_text)
+    assert not leaked, f"{name}: the student release contains solution or hidden-test lines: {leaked[:5]}"
     stubs = [c for c in nb["cells"] if grading(c).get("solution")]
     assert stubs and all(("YOUR CODE HERE" in source(c)) or ("YOUR ANSWER HERE" in source(c)) for c in stubs), \
         f"{name}: every answer cell of the release must hold the student's stub"
