@@ -252,7 +252,9 @@ def main(argv=None):
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    from tlcourse.registry import check_entry, write_json  # the one manifest format and the one atomic writer
+    for name, entry in manifest.items(): check_entry("datasets", name, entry, source=str(MANIFEST))
+    write_json(MANIFEST, dict(sorted(manifest.items())))
 
 
 if __name__ == "__main__":
