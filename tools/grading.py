@@ -63,12 +63,13 @@ def submissions(course: Path) -> list[tuple[str, str]]:
 
 def autograde(course: Path = ROOT, timeout: int | None = None) -> Path:
     """Autograde every submission, write feedback HTML per student and assignment, export the gradebook as
-    `course`/grades.csv and return its path. An assignment that was never released is released first (nbgrader
+    `course`/grades.csv and return its path (None when nothing is submitted). An assignment that was never released is released first (nbgrader
     grades against the gradebook's record of the instructor's version)."""
     todo = submissions(course)
-    if not todo:
-        sys.exit(f"nothing to grade: put each student's notebook in {course / 'submitted'}/<student>/<assignment>/"
-                 "<assignment>.ipynb (nbgrader's layout; `nbgrader zip_collect` builds it from downloaded files).")
+    if not todo:   # a fresh clone: say where submissions go, and succeed
+        print(f"nothing to grade yet: put each student's notebook in {course / 'submitted'}/<student>/<assignment>/"
+              "<assignment>.ipynb (nbgrader's layout; `nbgrader zip_collect` builds it from downloaded files).")
+        return None
     known = assignments_in(course)
     unknown = sorted({a for _, a in todo} - set(known))
     if unknown:
