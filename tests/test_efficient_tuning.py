@@ -83,7 +83,8 @@ def test_lora_equals_peft(minilm):
         expected = reference(**inputs).last_hidden_state
         assert torch.allclose(ours.encode(inputs["input_ids"], inputs["attention_mask"]), expected, atol=1e-5)
         merge_lora(ours)
-        assert torch.allclose(ours.encode(inputs["input_ids"], inputs["attention_mask"]), expected, atol=1e-5)
+        # merged, x(W + sBA) rounds differently from xW + s(xA)B in float32: about 2e-5 on outputs of size 6 after six layers
+        assert torch.allclose(ours.encode(inputs["input_ids"], inputs["attention_mask"]), expected, atol=1e-4, rtol=1e-5)
         merged_reference = reference.merge_and_unload()
     # the merged weights are peft's merged weights
     assert torch.allclose(ours.stages["layer3"].attention.self.value.base.weight,
