@@ -363,7 +363,7 @@ def add_input_adapter(model: StagedModel, adapter: nn.Module) -> StagedModel:
 # the one checksum helper and its errors live in the registry (chapter 0e): hashed on the content, chunked, never cached
 from .registry import ChecksumError, atomic_write, entry, file_sha256, registered_file, verify_sha256
 
-# %% ../nbs/01_models.ipynb #2b39b5be
+# %% ../nbs/01_models.ipynb #25a9caaf
 def read_state_dict(path) -> dict:
     "Tensors from a .safetensors file, or a .pth/.pt state dict loaded with torch.load(weights_only=True), on the CPU."
     path = Path(path)
