@@ -7,7 +7,8 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 CONSTRAINTS=requirements/constraints.txt
 stamp="$VENV/.tlcourse-env"
-want=$(cat settings.ini setup.py "$CONSTRAINTS" tools/setup_env.sh tools/torchvision_cpu_fix.py | sha256sum | cut -c1-16)
+LAB_SETTINGS=tools/lab-settings/overrides.json
+want=$(cat settings.ini setup.py "$CONSTRAINTS" tools/setup_env.sh tools/torchvision_cpu_fix.py "$LAB_SETTINGS" | sha256sum | cut -c1-16)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
@@ -59,6 +60,10 @@ install() {
 install torch==2.13.0
 install -e ".[dev]"
 "$VENV/bin/python" tools/torchvision_cpu_fix.py
+# JupyterLab's defaults for this environment (a course that runs offline does not ask to fetch Jupyter news or check
+# for updates): Lab reads <prefix>/share/jupyter/lab/settings/overrides.json; a user's own settings still win.
+mkdir -p "$VENV/share/jupyter/lab/settings"
+cp "$LAB_SETTINGS" "$VENV/share/jupyter/lab/settings/overrides.json"
 "$VENV/bin/python" tools/selfcheck.py
 echo "$want" > "$stamp"
 echo "== tlcourse: environment ready in $(( $(date +%s) - start )) s =="
