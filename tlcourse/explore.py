@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64, io, math
 
 # %% auto #0
-__all__ = ['SCHEDULE_KINDS', 'render_view', 'Explorer', 'explorer', 'schedule_view']
+__all__ = ['SCHEDULE_KINDS', 'render_view', 'Explorer', 'explorer', 'tagged', 'label_budget_axis', 'schedule_view', 'probe_layer_view', 'learning_curve_view', 'surgical_view', 'lora_layer_shapes', 'lora_trainable', 'lora_view']
 
 # %% ../nbs/07_explore.ipynb #e07a0006
 def render_view(result) -> dict:
@@ -100,6 +100,18 @@ def explorer(view, **controls) -> Explorer:
     computed, or computes something cheap, and never trains."""
     return Explorer(view, controls)
 
+# %% ../nbs/07_explore.ipynb #e07a0019
+def tagged(artist, gid: str):
+    "Name a plotted artist (its `gid`), so that a test can find it in the figure and compare its data with its source."
+    artist.set_gid(gid)
+    return artist
+
+def label_budget_axis(ax, budgets):
+    "An x axis of labelled examples per class: log scale, ticked at the `budgets` measured."
+    budgets = sorted(budgets)
+    ax.set_xscale("log"); ax.set_xticks(budgets, [str(b) for b in budgets]); ax.minorticks_off()
+    ax.set_xlabel("labelled examples per class"); ax.grid(alpha=0.3)
+
 # %% ../nbs/07_explore.ipynb #e07a0011
 SCHEDULE_KINDS = ("constant", "warm-up + cosine", "one-cycle", "slanted triangular")
 
@@ -127,12 +139,159 @@ def schedule_view(kinds=("warm-up + cosine",), peak_lr: float = 1e-3, warmup: fl
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     for kind, schedule in schedules.items():
         x, multiplier = schedule_curve(schedule, steps)
-        left.plot(x, [peak_lr * m for m in multiplier], label=kind)
+        tagged(left.plot(x, [peak_lr * m for m in multiplier], label=kind)[0], f"lr {kind}")
     left.set_xlabel("progress (fraction of training done)"); left.set_ylabel("learning rate")
     left.set_title(f"peak {peak_lr:.1e}, warm-up / cut fraction {warmup:g}"); left.legend(fontsize=8); left.grid(alpha=0.3)
-    right.plot(*schedule_curve(lambda p: dann_lambda(p, gamma), steps), label=f"γ = {gamma:g}", color="C3")
+    tagged(right.plot(*schedule_curve(lambda p: dann_lambda(p, gamma), steps), label=f"γ = {gamma:g}", color="C3")[0], "lambda")
     if gamma != 10: right.plot(*schedule_curve(dann_lambda, steps), ls="--", color="grey", label="γ = 10 (the paper)")
     right.set_xlabel("progress p"); right.set_ylabel("λ, the weight of the domain loss"); right.set_ylim(-0.02, 1.02)
     right.set_title("DANN's λ(p) = 2 / (1 + exp(-γp)) - 1"); right.legend(fontsize=8); right.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_why_transfer.ipynb #w10a0005
+def probe_layer_view(results, layer: str):
+    """A Figure of linear-probe test accuracy against labelled examples per class for `layer`: its mean with a 95%
+    interval over seeds, and every seed as a dot; the other layers' means in grey behind it. `results` is
+    `label_efficiency`'s table (method, n, seed, accuracy) with one method per layer."""
+    import matplotlib.pyplot as plt
+    from tlcourse.evaluate import summarize_runs
+    layers = list(dict.fromkeys(results["method"]))
+    if layer not in layers: raise ValueError(f"Unknown layer {layer!r}; the layers probed are {layers}.")
+    summary = summarize_runs(results)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for other, rows in summary.groupby("method", sort=False):
+        if other != layer: ax.plot(rows["n"], rows["mean"], color="0.8", lw=1, marker=".")
+    mine = summary[summary["method"] == layer]
+    bars = ax.errorbar(mine["n"], mine["mean"], yerr=mine["ci95"], color="C1", lw=2.5, marker="o", capsize=3,
+                       label=f"mean of {int(mine['count'].max())} seeds, 95% interval")
+    tagged(bars.lines[0], "mean")
+    runs = results[results["method"] == layer]
+    tagged(ax.scatter(runs["n"], runs["accuracy"], color="C1", s=12, alpha=0.5, label="one seed"), "seeds")
+    label_budget_axis(ax, sorted(results["n"].unique()))
+    ax.set_ylim(0, 1); ax.set_ylabel("test accuracy"); ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"linear probe on {layer} (grey: the other layers)")
+    return fig
+
+# %% ../nbs/21_evaluation.ipynb #w21a0004
+def learning_curve_view(results, methods, budget):
+    """A Figure of two panels from a learning-curve table (method, n, seed, accuracy, as `label_efficiency` returns
+    it). Left: each method of `methods` as mean accuracy with a 95% interval over seeds against labels per class, the
+    label `budget` marked. Right: at that budget, every seed's accuracy and the mean with its interval, per method."""
+    import matplotlib.pyplot as plt
+    from tlcourse.evaluate import summarize_runs
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    known = list(dict.fromkeys(results["method"]))
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(f"Unknown method(s) {unknown}; choose one or more of {known}." if unknown else
+                         f"Choose at least one method of {known}.")
+    budgets = sorted(int(n) for n in results["n"].unique())
+    if budget not in budgets:
+        raise ValueError(f"No runs with {budget!r} labels per class; the budgets measured are {budgets}.")
+    summary = summarize_runs(results[results["method"].isin(methods)])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw=dict(width_ratios=[3, 2]))
+    for i, method in enumerate(methods):
+        rows = summary[summary["method"] == method]
+        bars = left.errorbar(rows["n"], rows["mean"], yerr=rows["ci95"], color=f"C{i}", marker="o", capsize=3, label=method)
+        tagged(bars.lines[0], f"curve {method}")
+        at = rows[rows["n"] == budget].iloc[0]
+        runs = results[(results["method"] == method) & (results["n"] == budget)]
+        tagged(right.scatter([i] * len(runs), runs["accuracy"], color=f"C{i}", s=14, alpha=0.6), f"seeds {method}")
+        mean = right.errorbar([i + 0.25], [at["mean"]], yerr=[at["ci95"]], color=f"C{i}", marker="D", capsize=4)
+        tagged(mean.lines[0], f"mean {method}")
+    left.axvline(budget, color="k", ls="--", lw=1)
+    label_budget_axis(left, budgets)
+    left.set_ylim(0, 1); left.set_ylabel("test accuracy"); left.legend(fontsize=8, loc="lower right")
+    left.set_title("learning curves: mean and 95% interval over seeds")
+    right.set_xticks(range(len(methods)), methods, rotation=15, fontsize=8); right.set_xlim(-0.5, len(methods) - 0.25)
+    right.set_ylabel("test accuracy"); right.grid(alpha=0.3, axis="y")
+    right.set_title(f"{budget} labels per class: seeds (dots), mean (diamond)")
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/41_finetune_experiments.ipynb #w41a0002
+def surgical_view(results, shift: str, block: str, untouched: dict | None = None):
+    """A Figure of surgical fine-tuning results for one `shift`: the mean accuracy of tuning each block (a bar, with
+    its 95% interval over seeds), the tuned `block` highlighted with its per-seed accuracies as dots, and the source
+    model's accuracy before any tuning (`untouched[shift]`, dashed) when given. `results`: one row per run with
+    columns shift, method (the tuned block), seed and accuracy."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from tlcourse.evaluate import summarize_runs
+    shifts, blocks = list(dict.fromkeys(results["shift"])), list(dict.fromkeys(results["method"]))
+    if shift not in shifts: raise ValueError(f"Unknown shift {shift!r}; the shifts measured are {shifts}.")
+    if block not in blocks: raise ValueError(f"Unknown block {block!r}; the blocks tuned are {blocks}.")
+    runs = results[results["shift"] == shift]
+    summary = summarize_runs(runs, by=("method",)).set_index("method").loc[blocks]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    colors = ["C1" if b == block else "0.75" for b in blocks]
+    bars = ax.bar(np.arange(len(blocks)), summary["mean"], yerr=summary["ci95"], capsize=3, color=colors)
+    for patch, b in zip(bars, blocks): tagged(patch, f"bar {b}")
+    mine = runs[runs["method"] == block]
+    tagged(ax.scatter(np.full(len(mine), blocks.index(block)), mine["accuracy"], color="k", s=14, zorder=3,
+                       label="one seed"), "seeds")
+    if untouched is not None:
+        tagged(ax.axhline(untouched[shift], color="C3", ls="--", lw=1, label="before tuning"), "untouched")
+    ax.set_xticks(np.arange(len(blocks)), [f"tune {b}" for b in blocks], fontsize=8)
+    ax.set_ylim(0, 1); ax.set_ylabel("target test accuracy"); ax.grid(alpha=0.3, axis="y"); ax.legend(fontsize=8)
+    seeds = ", ".join(f"{a:.3f}" for a in mine["accuracy"])
+    ax.set_title(f"{shift}: tune {block}, mean {summary.loc[block, 'mean']:.3f} (seeds {seeds})", fontsize=10)
+    return fig
+
+# %% ../nbs/50_peft.ipynb #w50a0002
+def lora_layer_shapes(model):
+    """One row per nn.Linear inside the encoder layers of a MiniLM (where `apply_lora` may put LoRA): stage, path,
+    name (the last part of the path, what `target_modules` names), in_features, out_features."""
+    import pandas as pd
+    from torch import nn
+    from tlcourse.efficient_tuning import _layer_stages
+    rows = [dict(stage=stage, path=path, name=path.rsplit(".", 1)[-1], in_features=m.in_features, out_features=m.out_features)
+            for stage in _layer_stages(model, None)
+            for path, m in model.stages[stage].named_modules() if isinstance(m, nn.Linear)]
+    return pd.DataFrame(rows)
+
+def lora_trainable(layers, r: int, targets, total: int) -> dict:
+    """LoRA's trainable parameters at rank `r` on the linear layers of `layers` (from `lora_layer_shapes`) whose name
+    is in `targets`: r x (in + out) per layer, for A [r, in] and B [out, r]. Returns trainable, the model's total with
+    them (`total` is the frozen model's count), their fraction, the count per target name, and the size of the
+    weight matrices they update (what full fine-tuning of those matrices would train)."""
+    import numbers
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    names = sorted(set(layers["name"]))
+    unknown = [t for t in targets if t not in names]
+    if unknown or not targets:
+        raise ValueError(f"target modules {unknown or targets} name no linear layer of the encoder; choose one or more of {names}.")
+    chosen = layers[layers["name"].isin(targets)]
+    # a rank as large as a layer's smaller side is a full-rank update, no longer low-rank
+    highest = int(chosen[["in_features", "out_features"]].min(axis=1).min())
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not 1 <= r <= highest:
+        raise ValueError(f"LoRA rank r must be an int in 1..{highest} for {targets}, got {r!r}.")
+    per_layer = r * (chosen["in_features"] + chosen["out_features"])
+    trainable = int(per_layer.sum())
+    return dict(trainable=trainable, total=total + trainable, fraction=trainable / (total + trainable),
+                by_target={t: int(per_layer[chosen["name"] == t].sum()) for t in targets},
+                full_matrices=int((chosen["in_features"] * chosen["out_features"]).sum()))
+
+def lora_view(layers, r: int, targets, total: int, ranks=(1, 2, 4, 8, 16, 32, 64)):
+    """A Figure of LoRA's trainable parameters (`lora_trainable`). Left: the count against the rank for `targets`,
+    with `r` marked and the size of the full matrices dashed. Right: the count at `r` for each target name; the title gives the total and its fraction of
+    the model (`total` parameters, frozen)."""
+    import matplotlib.pyplot as plt
+    count = lora_trainable(layers, r, targets, total)
+    ranks = sorted(set(ranks) | {r})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    curve = [lora_trainable(layers, k, targets, total)["trainable"] for k in ranks]
+    tagged(left.plot(ranks, curve, marker=".", color="C0")[0], "curve")
+    tagged(left.scatter([r], [count["trainable"]], color="C1", s=60, zorder=3), "chosen")
+    tagged(left.axhline(count["full_matrices"], color="grey", ls="--", lw=1, label="the full matrices"), "full")
+    left.legend(fontsize=8, loc="lower right")
+    left.set_xscale("log", base=2); left.set_yscale("log"); left.set_xticks(ranks, ranks); left.minorticks_off()
+    left.set_xlabel("rank r"); left.set_ylabel("trainable parameters"); left.grid(alpha=0.3)
+    left.set_title(f"LoRA on {', '.join(sorted(count['by_target']))}", fontsize=10)
+    bars = right.bar(list(count["by_target"]), list(count["by_target"].values()), color="C1")
+    for patch, target in zip(bars, count["by_target"]): tagged(patch, f"bar {target}")
+    right.set_ylabel(f"trainable parameters at r = {r}"); right.grid(alpha=0.3, axis="y")
+    right.set_title(f"r = {r}: {count['trainable']:,} trainable, {100 * count['fraction']:.2f}% of the model", fontsize=10)
     fig.tight_layout()
     return fig
