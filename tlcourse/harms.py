@@ -28,7 +28,7 @@ def provenance_table():
             else:
                 what = entry.get("dataset", entry.get("what", name))
                 source = entry["source"]
-                origin = f"PyPI {source['package']}=={source['version']}" if "version" in source else str(source.get("get", source))
+                origin = f"package {source['package']} {source.get('version', '')}".strip()
             rows.append(dict(kind=kind[:-1] if kind != "weights" else "weights", name=name, what=what, origin=origin,
                              licence=entry["license"], MB=round(entry["size"] / 1e6, 1)))
     return pd.DataFrame(rows)
@@ -173,21 +173,24 @@ def greedy_continuation(model, prompts: torch.Tensor, steps: int) -> torch.Tenso
 
 
 def memorisation_rate(model, sequences, prompt_len: int = 16, continuation_len: int = 8, n: int | None = None,
-                      seed: int = 0, batch_size: int = 256) -> dict:
+                      seed: int = 0, ignore_ids=(), batch_size: int = 256) -> dict:
     """Greedy completion of snippets: of the `sequences` (token-id tensors) with at least prompt_len +
     continuation_len tokens (all of them, or `n` drawn with `seed`), continue the first prompt_len tokens and compare
-    with the next continuation_len. Returns {'exact': bool [N] (whole continuation reproduced), 'overlap': float [N]
-    (fraction of its tokens reproduced), 'eligible': how many sequences were long enough, 'prompts', 'continuations',
-    'targets'}."""
+    with the next continuation_len. Target tokens in `ignore_ids` (e.g. the unknown-word id) are not scored, and a
+    snippet needs at least one scored token. Returns {'exact': bool [N] (every scored token reproduced), 'overlap':
+    float [N] (fraction of the scored tokens reproduced), 'eligible': how many sequences qualified, 'prompts',
+    'continuations', 'targets'}."""
     for name, value in (("prompt_len", prompt_len), ("continuation_len", continuation_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive whole number, got {value!r}.")
-    length = prompt_len + continuation_len
+    length, ignore = prompt_len + continuation_len, torch.as_tensor(list(ignore_ids), dtype=torch.long)
     sequences = [torch.as_tensor(s, dtype=torch.long) for s in sequences]
-    long_enough = [s[:length] for s in sequences if s.ndim == 1 and len(s) >= length]
+    long_enough = [s[:length] for s in sequences if s.ndim == 1 and len(s) >= length
+                   and not torch.isin(s[prompt_len:length], ignore).all()]
     if not long_enough:
         raise ValueError(f"None of the {len(sequences)} sequences has the {length} tokens needed (prompt_len "
-                         f"{prompt_len} + continuation_len {continuation_len}); use shorter prompts or longer texts.")
+                         f"{prompt_len} + continuation_len {continuation_len}) with a scored token among the last "
+                         f"{continuation_len}; use shorter prompts or longer texts.")
     eligible = len(long_enough)
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -200,6 +203,7 @@ def memorisation_rate(model, sequences, prompt_len: int = 16, continuation_len: 
     prompts, targets = snippets[:, :prompt_len], snippets[:, prompt_len:]
     continuations = torch.cat([greedy_continuation(model, prompts[i:i + batch_size], continuation_len)
                                for i in range(0, len(prompts), batch_size)])
-    matched = continuations == targets
-    return dict(exact=matched.all(1), overlap=matched.double().mean(1), eligible=eligible,
+    scored = ~torch.isin(targets, ignore)
+    matched = (continuations == targets) & scored
+    return dict(exact=matched.sum(1) == scored.sum(1), overlap=matched.sum(1).double() / scored.sum(1), eligible=eligible,
                 prompts=prompts, continuations=continuations, targets=targets)

@@ -16,7 +16,7 @@ from torch import nn
 from .registry import atomic_write
 
 # %% auto #0
-__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'set_seed', 'get_device', 'accuracy', 'StopTraining', 'Callback', 'History', 'CheckpointError', 'atomic_torch_save', 'get_rng_states', 'rng_states_to_tensors', 'set_rng_states', 'to_device', 'unpack_batch', 'add_to_class', 'Learner', 'NonFiniteLossError', 'read_checkpoint', 'EarlyStopping', 'evaluate_accuracy', 'fit_classifier']
+__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'set_seed', 'get_device', 'accuracy', 'StopTraining', 'Callback', 'History', 'CheckpointError', 'atomic_torch_save', 'get_rng_states', 'rng_states_to_tensors', 'set_rng_states', 'to_device', 'unpack_batch', 'add_to_class', 'Learner', 'NonFiniteLossError', 'read_checkpoint', 'EarlyStopping', 'evaluate_accuracy', 'fit_classifier', 'check_same_architecture', 'weights_difference', 'move_weights', 'interpolate_weights', 'recompute_batchnorm', 'distance_travelled', 'random_direction', 'loss_along_line', 'loss_on_plane', 'barrier_height', 'EvaluateOn']
 
 # %% ../nbs/02_learner.ipynb #ae08ae49
 def set_seed(seed: int) -> int:
@@ -874,6 +874,166 @@ def fit_classifier(model: nn.Module, train_set, lr: float, steps: int = 200, bat
     learner.fit(max(1, min(max_epochs, round(steps / len(train_dl)))))
     return learner
 
+# %% ../nbs/10_why_transfer.ipynb #basin-03
+import torch.nn.functional as F   # the loss-landscape tools below (lecture 1) measure cross-entropy by default
+
+def check_same_architecture(a: nn.Module, b: nn.Module, names=("start", "end")):
+    "Raise a ValueError unless `a` and `b` have the same weight names and shapes, so that a straight line joins them."
+    for model, name in zip((a, b), names):
+        if not isinstance(model, nn.Module): raise TypeError(f"{name} must be an nn.Module, got {type(model).__name__}.")
+    state_a, state_b = a.state_dict(), b.state_dict()
+    only_a, only_b = sorted(set(state_a) - set(state_b)), sorted(set(state_b) - set(state_a))
+    if only_a or only_b:
+        raise ValueError(f"{names[0]} and {names[1]} are different architectures: weights only in {names[0]}: {only_a[:3]}, "
+                         f"only in {names[1]}: {only_b[:3]}. Compare two copies of one architecture (give both the same "
+                         "head, e.g. with replace_head(model, num_classes)).")
+    for key, value in state_a.items():
+        if value.shape != state_b[key].shape:
+            raise ValueError(f"{names[0]} and {names[1]} are different architectures: {key!r} has shape "
+                             f"{tuple(value.shape)} in {names[0]} and {tuple(state_b[key].shape)} in {names[1]}.")
+
+def weights_difference(end: nn.Module, start: nn.Module) -> dict:
+    """The direction from `start` to `end` in weight space: {name: end - start} for every floating-point weight and
+    buffer (BatchNorm's running statistics included, its integer batch counter left out)."""
+    check_same_architecture(start, end)
+    start_state = start.state_dict()
+    return {key: (value - start_state[key]).detach().clone() for key, value in end.state_dict().items()
+            if value.is_floating_point()}
+
+def move_weights(origin: nn.Module, directions, steps) -> nn.Module:
+    """A copy of `origin` moved to origin + sum_i steps[i] * directions[i] in weight space. Each direction is a dict
+    {name: tensor} over some of origin's floating-point weights and buffers (from `weights_difference` or
+    `random_direction`); the names it leaves out keep origin's values. `origin` itself is not changed."""
+    if len(directions) != len(steps):
+        raise ValueError(f"move_weights needs one step per direction, got {len(directions)} directions and {len(steps)} steps.")
+    state = {key: value.detach().clone() for key, value in origin.state_dict().items()}
+    for direction, step in zip(directions, steps):
+        for key, delta in direction.items():
+            if key not in state or not state[key].is_floating_point() or state[key].shape != delta.shape:
+                raise ValueError(f"The direction's {key!r} matches no floating-point weight of that shape in the model; "
+                                 "build directions from networks of the model's own architecture.")
+            state[key] += float(step) * delta
+    moved = copy.deepcopy(origin)
+    moved.load_state_dict(state)
+    return moved
+
+def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float) -> nn.Module:
+    """A copy of `start` with the weights (1 - alpha) * start + alpha * end: `start` at alpha = 0, `end` at 1; values
+    outside [0, 1] go on along the same line. BatchNorm running statistics are mixed like the weights (see
+    `recompute_batchnorm` for the better choice)."""
+    return move_weights(start, [weights_difference(end, start)], [alpha])
+
+# %% ../nbs/10_why_transfer.ipynb #basin-06
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, dataset, batch_size: int = 1000) -> nn.Module:
+    """Reset the running mean and variance of every BatchNorm layer of `model` (in place) and re-estimate them on
+    `dataset` (items are (input, label)): forward passes in training mode, averaged over all batches, so with a single
+    batch they are exactly that batch's statistics. Returns `model` in eval mode; a model without BatchNorm only
+    switches to eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if norms:
+        if len(dataset) == 0:
+            raise ValueError("recompute_batchnorm: the dataset is empty; pass the examples to estimate the statistics on.")
+        momenta = [m.momentum for m in norms]
+        for m in norms: m.reset_running_stats(); m.momentum = None   # momentum None: a plain average over the batches
+        model.train()
+        try:
+            for xb, _ in make_loader(dataset, batch_size): model(xb)
+        finally:
+            for m, momentum in zip(norms, momenta): m.momentum = momentum
+    return model.eval()
+
+# %% ../nbs/10_why_transfer.ipynb #basin-09
+def distance_travelled(start: nn.Module, end: nn.Module) -> dict:
+    """How far training moved the parameters (BatchNorm statistics are not parameters): the Euclidean `distance`
+    ||end - start||, the size `start_norm` = ||start||, and their ratio `relative`."""
+    check_same_architecture(start, end)
+    start_params, end_params = dict(start.named_parameters()), dict(end.named_parameters())
+    distance = math.sqrt(sum(float(((end_params[k] - v).detach() ** 2).sum()) for k, v in start_params.items()))
+    start_norm = math.sqrt(sum(float((v.detach() ** 2).sum()) for v in start_params.values()))
+    return dict(distance=distance, start_norm=start_norm, relative=distance / start_norm if start_norm > 0 else math.inf)
+
+def random_direction(model: nn.Module, seed: int = 0, length: float | None = None) -> dict:
+    """A random direction in `model`'s parameter space, normalised filter-wise (Li et al., 2018): each filter (a row of
+    a weight with 2 or more dimensions: one output channel of a convolution, one output of a linear layer) gets the
+    norm of the same filter in `model`; biases and BatchNorm parameters get 0. With `length`, the whole direction is
+    then rescaled to that Euclidean norm. Returns {name: tensor}, ready for `move_weights` and `loss_on_plane`."""
+    if length is not None and not (isinstance(length, (int, float)) and math.isfinite(length) and length > 0):
+        raise ValueError(f"length must be a positive finite number, got {length!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    direction = {}
+    for key, weight in model.named_parameters():
+        weight = weight.detach()
+        if weight.ndim < 2: direction[key] = torch.zeros_like(weight); continue
+        noise = torch.randn(weight.shape, generator=generator, dtype=weight.dtype).flatten(1)
+        scale = weight.flatten(1).norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        direction[key] = (noise * scale).reshape(weight.shape)
+    if length is not None:
+        norm = math.sqrt(sum(float((d ** 2).sum()) for d in direction.values()))
+        if norm == 0: raise ValueError("random_direction: every filter of the model is zero, so the direction has no length to rescale.")
+        direction = {key: d * (length / norm) for key, d in direction.items()}
+    return direction
+
+# %% ../nbs/10_why_transfer.ipynb #basin-12
+def _named_datasets(data) -> dict:
+    named = data if isinstance(data, dict) else {"loss": data}
+    if not named: raise ValueError("Pass a dataset, or a dict {name: dataset}, to measure the loss on.")
+    for name, dataset in named.items():
+        if len(dataset) == 0: raise ValueError(f"The dataset {name!r} is empty.")
+    return named
+
+def _losses(model, named: dict, bn_data, batch_size: int, loss_func) -> dict:
+    "Mean loss of `model` on each named dataset in eval mode, after re-estimating BatchNorm statistics on `bn_data` if given."
+    if bn_data is not None: recompute_batchnorm(model, bn_data, batch_size)
+    losses = {}
+    for name, dataset in named.items():
+        loader = make_loader(dataset, batch_size)
+        losses[name] = Learner(model, loader, loss_func=loss_func, progress=False).validate(loader)["loss"]
+    return losses
+
+def loss_along_line(start: nn.Module, end: nn.Module, data, alphas=None, bn_data=None, batch_size: int = 1000,
+                    loss_func=F.cross_entropy):
+    """The mean loss at the points (1 - alpha) * start + alpha * end of the straight line between two networks of one
+    architecture. `data` is a dataset or a dict {name: dataset}; `alphas` defaults to 11 points from 0 to 1. With
+    `bn_data`, BatchNorm statistics are re-estimated on it at every point (`recompute_batchnorm`); without, they are
+    mixed like the weights. Returns a DataFrame: column alpha, then one column per dataset ('loss' for a single one)."""
+    import pandas as pd
+    named = _named_datasets(data)
+    alphas = [float(a) for a in (torch.linspace(0, 1, 11) if alphas is None else alphas)]
+    if not alphas: raise ValueError("alphas is empty; pass the points of the line, e.g. torch.linspace(0, 1, 11).")
+    direction = weights_difference(end, start)
+    return pd.DataFrame([dict(alpha=a, **_losses(move_weights(start, [direction], [a]), named, bn_data, batch_size, loss_func))
+                         for a in alphas])
+
+def loss_on_plane(origin: nn.Module, x_direction: dict, y_direction: dict, data, xs, ys, bn_data=None,
+                  batch_size: int = 1000, loss_func=F.cross_entropy):
+    """The mean loss on a 2-D slice of weight space: at origin + x * x_direction + y * y_direction for every x in `xs`
+    and y in `ys` (directions from `weights_difference` or `random_direction`). `data`, `bn_data` and the loss are as
+    in `loss_along_line`. Returns a DataFrame with columns x, y and one per dataset, one row per grid point."""
+    import pandas as pd
+    named = _named_datasets(data)
+    xs, ys = [float(x) for x in xs], [float(y) for y in ys]
+    if not xs or not ys: raise ValueError("xs and ys must each hold at least one coordinate.")
+    return pd.DataFrame([dict(x=x, y=y, **_losses(move_weights(origin, [x_direction, y_direction], [x, y]), named, bn_data,
+                                                   batch_size, loss_func)) for y in ys for x in xs])
+
+def barrier_height(alphas, losses) -> float:
+    """The loss barrier of a line between alpha = 0 and alpha = 1 (Neyshabur et al., 2020): the most the loss rises
+    above the straight chord (1 - alpha) * loss(0) + alpha * loss(1). It is 0 when no point lies above the chord (as on
+    any convex stretch) and positive when there is a hump between the ends. `alphas` must increase and contain 0 and 1;
+    points outside [0, 1] are ignored."""
+    import numpy as np
+    a, l = np.asarray(alphas, dtype=float).ravel(), np.asarray(losses, dtype=float).ravel()
+    if len(a) != len(l): raise ValueError(f"barrier_height needs one loss per alpha, got {len(a)} alphas and {len(l)} losses.")
+    if not (np.isfinite(a).all() and np.isfinite(l).all()): raise ValueError("barrier_height: alphas and losses must be finite numbers.")
+    if len(a) < 2 or (np.diff(a) <= 0).any(): raise ValueError("barrier_height: alphas must be strictly increasing.")
+    if not (np.isclose(a, 0).any() and np.isclose(a, 1).any()):
+        raise ValueError("barrier_height: alphas must include both ends of the segment, 0 and 1.")
+    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
+    a, l = a[inside], l[inside]
+    chord = (1 - a) * l[0] + a * l[-1]
+    return float(max(0.0, (l - chord).max()))
+
 # %% ../nbs/40_finetune.ipynb #a40ly002
 def _freeze_to(self, n, freeze_bn_stats: bool = True):
     """Freeze the first `n` stages of the model and make the others trainable (fastai's `freeze_to`). `n` is an int
@@ -953,3 +1113,39 @@ def _restart(self, param_groups, lr: float, schedule):
     return self
 
 Learner.fine_tune, Learner._restart = _fine_tune, _restart
+
+# %% ../nbs/40_finetune.ipynb #a40of002
+class EvaluateOn(Callback):
+    """Track held-out curves: after every `every` epochs (and after the last epoch), evaluate the model on each dataset
+    of `datasets` ({name: labelled dataset}) in eval mode, and add `<name>_loss`, `<name>_accuracy` (one column per
+    learner metric) to that epoch's row of `learn.history`. The training run itself is unchanged: random states are
+    restored after every evaluation."""
+    def __init__(self, datasets: dict, every: int = 1, batch_size: int = 1000):
+        if not isinstance(datasets, dict) or not datasets:
+            raise TypeError(f"EvaluateOn needs a non-empty dict {{name: dataset}}, e.g. {{'test': test_set}}; got {datasets!r}.")
+        for name, dataset in datasets.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"EvaluateOn: dataset names must be non-empty strings (they prefix the columns), got {name!r}.")
+            if len(dataset) == 0: raise ValueError(f"EvaluateOn: the dataset {name!r} is empty.")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int (evaluate every that many epochs), got {every!r}.")
+        self.every, self.names = every, list(datasets)
+        self.loaders = {name: make_loader(dataset, batch_size) for name, dataset in datasets.items()}
+
+    def before_fit(self, learn):
+        taken = {"train"} | ({"valid"} if learn.valid_dl is not None else set())   # the learner's own columns
+        clash = [name for name in self.names if name in taken]
+        if clash:
+            raise ValueError(f"EvaluateOn: the name {clash[0]!r} would overwrite the learner's own {clash[0]}_* columns; "
+                             f"call it something else, e.g. {clash[0] + '_set'!r}.")
+
+    def after_epoch(self, learn):
+        if (learn.epoch + 1) % self.every and learn.epoch + 1 != learn.n_epochs: return
+        states = get_rng_states()    # a DataLoader draws a seed from the global generator when it starts
+        try:
+            for name, loader in self.loaders.items():
+                learn.epoch_metrics.update({f"{name}_{key}": value for key, value in learn.validate(loader).items()})
+        finally:
+            set_rng_states(states)
+
+    def __repr__(self): return f"EvaluateOn({self.names}, every={self.every})"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel', 'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN', 'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer', 'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'read_state_dict', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata', 'ReshapeTo', 'top_stages']
+__all__ = ['GlobalAvgPool', 'MaskedMeanPool', 'ClassifierHead', 'StagedModel', 'count_parameters', 'stage_summary', 'conv_bn', 'ResidualBlock', 'first_conv', 'SmallCNN', 'pad_channels', 'ConvPair', 'PlainNet', 'ResidualNet', 'attention_allowed', 'TokenAndPositionEmbedding', 'SelfAttention', 'TransformerBlock', 'TinyTransformer', 'replace_head', 'adapt_input_channels', 'ResizeInput', 'add_input_adapter', 'read_state_dict', 'MBConvStage', 'EfficientNetInput', 'load_efficientnet_lite0', 'imagenet_class_names', 'MiniLM', 'load_minilm', 'embed_sentences', 'WeightsMismatchError', 'check_state_dict', 'resnet18_from_state_dict', 'save_weights', 'load_weights', 'weights_metadata', 'ReshapeTo', 'top_stages']
 
 # %% ../nbs/01_models.ipynb #d7a9488d
 class GlobalAvgPool(nn.Module):
@@ -194,6 +194,83 @@ class SmallCNN(StagedModel):
 
     def features(self, x): return super().features(self._prepare(x))
     def forward(self, x): return super().forward(self._prepare(x))
+
+# %% ../nbs/01_models.ipynb #dep18a05
+def pad_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    "Append zero channels: [B, C, H, W] -> [B, channels, H, W]. The identity shortcut of a block that widens (no parameters)."
+    extra = channels - x.shape[1]
+    if extra < 0:
+        raise ValueError(f"pad_channels only adds channels: the input has {x.shape[1]}, asked for {channels}. "
+                         "An identity shortcut cannot narrow a feature map; make the widths non-decreasing.")
+    return F.pad(x, (0, 0, 0, 0, 0, extra)) if extra else x
+
+
+class ConvPair(nn.Module):
+    """Two 3x3 conv + BatchNorm layers: [B, C_in, H, W] -> [B, C_out, H, W].
+
+    Plain, as in VGG: relu(conv_bn(relu(conv_bn(x)))). With `shortcut=True`, as in ResNet, the input is added back
+    before the last ReLU: relu(conv_bn(relu(conv_bn(x))) + x), x padded with zero channels up to C_out."""
+    def __init__(self, in_channels: int, out_channels: int, shortcut: bool = False):
+        super().__init__()
+        if shortcut and out_channels < in_channels:
+            raise ValueError(f"An identity shortcut cannot go from {in_channels} to fewer channels ({out_channels}); "
+                             "use out_channels >= in_channels, or shortcut=False.")
+        self.conv1, self.conv2 = conv_bn(in_channels, out_channels), conv_bn(out_channels, out_channels)
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        out = self.conv2(F.relu(self.conv1(x)))
+        if self.shortcut: out = out + pad_channels(x, out.shape[1])  # the one line that makes it a residual block
+        return F.relu(out)
+
+    def extra_repr(self): return f"shortcut={self.shortcut}"
+
+# %% ../nbs/01_models.ipynb #dep18a11
+class PlainNet(StagedModel):
+    """A VGG-style plain stack for small images: [B, in_channels, H, W] -> logits [B, num_classes].
+
+    Stages: stem (3x3 conv + BN + ReLU, 2x2 max pool), stage1..S (`ConvPair`s at widths[i]; stages after the first
+    start with a 2x2 max pool), head (global average pool + linear). `depth` counts the weighted layers (convs and
+    the linear layer): depth = 2 + 2 * pairs_per_stage * len(widths). `features(x)` -> [B, widths[-1]]."""
+    shortcut = False  # ResidualNet sets it to True: the only difference between the two
+
+    def __init__(self, depth: int = 20, widths=(16, 32, 64), in_channels: int = 1, num_classes: int = 10):
+        widths = tuple(widths)
+        if len(widths) < 1 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}.")
+        if self.shortcut and list(widths) != sorted(widths):
+            raise ValueError(f"{type(self).__name__} needs non-decreasing widths (its identity shortcuts can add "
+                             f"channels, not remove them), got {widths}.")
+        step = 2 * len(widths)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2 + step or (depth - 2) % step:
+            raise ValueError(f"depth must be 2 + {step}n with n >= 1 for {len(widths)} widths (stem conv + 2 convs per pair "
+                             f"+ linear layer): {', '.join(str(2 + step * n) for n in (1, 2, 3, 4))}, ...; got {depth!r}.")
+        pairs_per_stage = (depth - 2) // step
+        stages = {"stem": nn.Sequential(*conv_bn(in_channels, widths[0]), nn.ReLU(), nn.MaxPool2d(2))}
+        width = widths[0]
+        for i, out_width in enumerate(widths):
+            layers = [nn.MaxPool2d(2)] if i > 0 else []
+            for _ in range(pairs_per_stage):
+                layers.append(ConvPair(width, out_width, shortcut=self.shortcut))
+                width = out_width
+            stages[f"stage{i + 1}"] = nn.Sequential(*layers)
+        stages["head"] = ClassifierHead(GlobalAvgPool(), width, num_classes)
+        super().__init__(stages)
+        self.depth, self.widths = depth, widths
+        self.to(memory_format=torch.channels_last)  # as in SmallCNN: faster CPU convolutions
+
+    def _prepare(self, x):
+        _check_images(x, first_conv(self).in_channels)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def features(self, x): return super().features(self._prepare(x))
+    def forward(self, x): return super().forward(self._prepare(x))
+
+
+class ResidualNet(PlainNet):
+    """`PlainNet` with an identity shortcut around every `ConvPair` (He et al., 2016): the same layers, widths and
+    parameters, so any difference in training comes from the shortcuts alone."""
+    shortcut = True
 
 # %% ../nbs/01_models.ipynb #f8bd27b5
 def attention_allowed(attention_mask: torch.Tensor, causal: bool = False) -> torch.Tensor:
