@@ -138,6 +138,20 @@ def test_memorisation_rate_counts_matches(tiny_lm):
     assert len(drawn["exact"]) == 4 and drawn["eligible"] == 6
 
 
+def test_ignored_tokens_are_not_scored(tiny_lm):
+    prompts = torch.randint(1, 20, (4, 4), generator=torch.Generator().manual_seed(3))
+    own = torch.cat([prompts, greedy_continuation(tiny_lm, prompts, 3)], dim=1)
+    unused = next(i for i in range(20) if i not in own[:, 4:])  # an id the model never says after these prompts
+    target = own.clone()
+    target[:, 4] = unused  # a wrong first token in every snippet
+    plain = memorisation_rate(tiny_lm, list(target), 4, 3)
+    assert not plain["exact"].any() and torch.allclose(plain["overlap"], torch.full((4,), 2 / 3, dtype=plain["overlap"].dtype))
+    ignored = memorisation_rate(tiny_lm, list(target), 4, 3, ignore_ids=[unused])  # not scored: the rest all match
+    assert ignored["exact"].all() and (ignored["overlap"] == 1).all()
+    with pytest.raises(ValueError, match="scored token"):
+        memorisation_rate(tiny_lm, [torch.tensor([1, 2, 3, 4, 5, 5, 5])], 4, 3, ignore_ids=[5])
+
+
 def test_memorisation_refuses_bad_input(tiny_lm):
     seqs = [torch.arange(1, 11)] * 3
     with pytest.raises(ValueError, match="None of the 3 sequences has the 30 tokens"):
