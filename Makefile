@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env lab test test-py test-nbs sync-check course course-cold bench checkpoints lock clean release autograde
+.PHONY: env lab test test-py test-nbs sync-check browser course course-cold bench checkpoints lock clean release autograde
 
 ## env: build .venv on first use (skipped when settings.ini / constraints are unchanged)
 env:
@@ -16,8 +16,14 @@ env:
 lab: env
 	@PORT=$(PORT) bash tools/lab.sh
 
-## test: set up, check notebooks and library are in sync, run pytest and every notebook
-test: env sync-check test-py test-nbs
+## test: set up, get the browser the browser test drives, check notebooks and library are in sync, run every notebook
+##   (publishing each into the quick-profile site .cache/site-quick/), then pytest (which checks that site in chromium)
+test: env browser sync-check test-nbs test-py
+
+## browser: install Debian's chromium for tests/test_browser.py when it is missing and this machine allows it (root with
+##   apt-get, as in CI); otherwise print how to enable the test
+browser:
+	@bash tools/ensure_browser.sh
 
 sync-check:
 	$(PY) tools/check_nbdev_sync.py
@@ -29,10 +35,14 @@ sync-check:
 test-py:
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal tests
 
+# --site: each notebook, once run, is also exported as a page of the quick-profile course site (HTML export only)
+QUICK_SITE := .cache/site-quick
 test-nbs:
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) tools/test_notebooks.py --workers 2
+	rm -rf $(QUICK_SITE)
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) tools/test_notebooks.py --workers 2 --site $(QUICK_SITE)
 
-## course: execute every lecture headless into _site/ (executed notebook + HTML + timings + claims page)
+## course: execute every lecture headless into the offline course site _site/ (open _site/index.html): each lecture's
+##   executed notebook and page, the start page, glossary, claims and timings; maths from a local MathJax, no CDN
 ##   make course COLD=1 measures with an empty feature cache (the budget's measurement); PROFILE=quick runs tiny sizes
 COLD    ?=
 PROFILE ?= lecture
