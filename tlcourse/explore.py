@@ -202,10 +202,10 @@ def learning_curve_view(results, methods, budget):
         tagged(mean.lines[0], f"mean {method}")
     left.axvline(budget, color="k", ls="--", lw=1)
     label_budget_axis(left, budgets)
-    left.set_ylim(0, 1); left.set_ylabel("test accuracy"); left.legend(fontsize=8, loc="lower right")
+    left.set_ylim(0, 1); left.set_ylabel("test accuracy"); left.legend(fontsize=8, loc="best")
     left.set_title("learning curves: mean and 95% interval over seeds")
     right.set_xticks(range(len(methods)), methods, rotation=15, fontsize=8); right.set_xlim(-0.5, len(methods) - 0.25)
-    right.set_ylabel("test accuracy"); right.grid(alpha=0.3, axis="y")
+    right.set_ylim(0, 1); right.set_ylabel("test accuracy"); right.grid(alpha=0.3, axis="y")
     right.set_title(f"{budget} labels per class: seeds (dots), mean (diamond)")
     fig.tight_layout()
     return fig
