@@ -1,7 +1,7 @@
 """The offline course site's page writer (tools/build_course.py), without a browser: navigation, local MathJax, no
 script or stylesheet from another host, widget views replaced by their image, the glossary's links; and the quick
 runner (tools/test_notebooks.py --site) publishing what it ran. tests/test_browser.py checks the pages in chromium."""
-import base64, json, subprocess, sys
+import base64, json, re, subprocess, sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ def explorer_output_notebook():
     bundle = {WIDGET_VIEW: {"model_id": "f00d", "version_major": 2, "version_minor": 0},
               "image/png": png_bytes(), "text/plain": "Explorer(layer=3)"}
     nb = lecture("Second lecture", [
+        new_code_cell("#| default_exp explore"),
         new_markdown_cell('<a id="term-few-shot"></a>\n**Few-shot** learning uses a handful of labels per class.'),
         new_code_cell("#| export\nexplorer = show_explorer()", outputs=[new_output("display_data", data=bundle)]),
         new_code_cell("live = only_a_widget()", outputs=[new_output("display_data", data={WIDGET_VIEW: bundle[WIDGET_VIEW]})]),
@@ -106,15 +107,16 @@ def test_widget_views_are_replaced_by_their_image(site):
     assert png_bytes()[:200] in text, "the explorer's static image is missing from the page"
     assert "show_explorer" in text and "only_a_widget" in text  # the code stays; an output that was only a widget goes
     assert "hidden_guard" not in text and "#| export" not in text  # hidden cells and nbdev directives are not shown
+    assert len(re.findall(r'class="[^"]*jp-CodeCell', text)) == 2, "a cell of directives only is shown as an empty cell"
     assert 'id="term-few-shot"' in text, "nbconvert dropped the glossary anchor"
 
 
 def test_strip_widgets_keeps_the_other_outputs():
     nb = explorer_output_notebook()
     build_course.strip_widgets(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    code = [c for c in nb.cells if c.cell_type == "code" and c.outputs]
     assert list(code[0].outputs[0].data) == ["image/png", "text/plain"]
-    assert code[1].outputs == [] and "widgets" not in nb.metadata
+    assert len(code) == 1 and "widgets" not in nb.metadata  # the output that was only a widget view is gone
 
 
 def glossary_file(tmp_path, entries) -> Path:

@@ -109,7 +109,8 @@ def _for_reading(nb):
             lines = cell.source.splitlines()
             directives = [l[2:].strip() for l in lines if l.startswith("#|")]
             if "hide" in directives: continue
-            cell.source = "\n".join(l for l in lines if not l.startswith("#|"))
+            cell.source = "\n".join(l for l in lines if not l.startswith("#|")).strip("\n")
+            if not cell.source.strip() and not cell.get("outputs"): continue  # e.g. the `#| default_exp` cell
         cells.append(cell)
     nb.cells = cells
     return nb
