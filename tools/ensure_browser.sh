@@ -8,11 +8,12 @@ CHROMIUM=${TLCOURSE_CHROMIUM:-/usr/bin/chromium}
 if [ -x "$CHROMIUM" ]; then
   exit 0
 fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if [ "$CHROMIUM" = /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "== tlcourse: installing Debian's chromium for the browser test (one time, about 290 MB) =="
   start=$(date +%s)
   if apt-get update -q >/dev/null && \
-     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; then
+     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null && \
+     [ -x "$CHROMIUM" ]; then
     echo "== tlcourse: chromium installed in $(( $(date +%s) - start )) s: $("$CHROMIUM" --version 2>/dev/null) =="
     exit 0
   fi
