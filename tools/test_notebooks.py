@@ -50,6 +50,16 @@ def _keep_executed_notebooks():
     nbdev.test.CaptureShell = KeepingShell
 
 
+def _joined(output: dict) -> dict:
+    "An output as nbformat holds it in memory: text kept as a list of lines (as on disk) joined into one string."
+    output = dict(output)
+    if isinstance(output.get("text"), list): output["text"] = "".join(output["text"])
+    if isinstance(output.get("data"), dict):
+        output["data"] = {k: "".join(v) if isinstance(v, list) and not k.endswith("json") else v  # JSON data stays as is
+                          for k, v in output["data"].items()}
+    return output
+
+
 def executed_copy(path: Path, ran):
     """The notebook at `path` with the outputs of `ran` (the cells nbdev's shell ran) in its code cells.
 
@@ -60,7 +70,7 @@ def executed_copy(path: Path, ran):
     for cell in nb.cells:
         done = outputs.get(cell.get("id")) if cell.cell_type == "code" else None
         if done is None: continue
-        cell.outputs = [nbformat.from_dict(o) for o in done.get("outputs", [])]
+        cell.outputs = [nbformat.from_dict(_joined(o)) for o in done.get("outputs", [])]
         cell.execution_count = done.get("execution_count")
     return nb
 
