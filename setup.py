@@ -23,10 +23,6 @@ py_versions = '3.10 3.11 3.12'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-# The offline course site and its real-browser test (tools/build_course.py, tests/test_browser.py): a MathJax copy
-# that installs with the environment (no CDN), and Playwright, which drives the system's chromium (never its own download)
-SITE_REQUIREMENTS = ['jupyter-server-mathjax==0.2.6', 'playwright==1.64.1']
-dev_requirements += [r for r in SITE_REQUIREMENTS if r.split('==')[0] not in {d.split('==')[0] for d in dev_requirements}]
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 console_scripts = cfg.get('console_scripts', '').split()

@@ -68,6 +68,10 @@ def test_course_build_collects_claims_and_fails_on_one_that_does_not_hold(tmp_pa
     assert [(row["notebook"], row["holds"], row["profile"]) for row in rows] == [
         ("91_good.ipynb", "True", "lecture"), ("92_bad.ipynb", "False", "lecture")]
     assert "0.500 vs 1.000" in (site / "claims.html").read_text()
-    r = run("--profile", "quick", str(bad))  # the quick profile shows claims but does not enforce them
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert [row["profile"] for row in csv.DictReader(open(site / "claims.csv"))] == ["quick"]
+    # the quick profile shows the same claims but does not enforce them (decided by the same function; one build above
+    # runs real kernels, a second would only repeat them)
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_course
+    bad_row = dict(notebook="92_bad.ipynb", error=None, claims=[dict(claim="the value is above one", holds=False)])
+    assert build_course.verdict([bad_row], "quick") == 0 and build_course.verdict([bad_row], "lecture") == 1
+    assert build_course.verdict([dict(bad_row, error="RuntimeError: boom", claims=[])], "quick") == 1

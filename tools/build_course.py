@@ -329,6 +329,20 @@ def run_one(nb_path: Path, out_dir: Path) -> dict:
     return dict(notebook=nb_path.name, title=notebook_title(nb, nb_path.stem), wall_s=round(wall, 1), peak_mb=round(peak_mb), error=error)
 
 
+def verdict(rows: list[dict], profile: str) -> int:
+    """The build's exit status, with the reasons printed: 1 when a lecture failed, or, in the lecture profile only, when a
+    claim a lecture's summary states does not hold (the quick profile's tiny runs show claims without enforcing them)."""
+    failed = [r["notebook"] for r in rows if r["error"]]
+    if failed: print("Lectures that failed: " + ", ".join(failed), file=sys.stderr)
+    broken = [(r["notebook"], c["claim"]) for r in rows for c in r.get("claims", []) if not c["holds"]]
+    if broken and profile == "lecture":
+        print("Claims that do not hold in the lecture profile:", *[f"  {nb}: {claim}" for nb, claim in broken],
+              sep="\n", file=sys.stderr)
+    elif broken:
+        print(f"{len(broken)} claims do not hold in the quick profile (expected: its runs are tiny; not enforced).")
+    return 1 if failed or (broken and profile == "lecture") else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", type=Path, help="lectures to run (default: every numbered notebook in nbs/)")
@@ -381,16 +395,7 @@ def main() -> int:
         over = r["wall_s"] > BUDGET_S or r["peak_mb"] > BUDGET_MB
         print(f"| {r['notebook']} | {r['wall_s']:.1f} | {r['peak_mb']} | {'FAILED' if r['error'] else 'over budget' if over else 'ok'} |")
     print(f"\ntotal {sum(r['wall_s'] for r in rows):.1f} s; site written to {SITE}/index.html, claims in {SITE}/claims.html")
-    failed = [r["notebook"] for r in rows if r["error"]]
-    if failed: print("Lectures that failed: " + ", ".join(failed), file=sys.stderr)
-    broken = [(r["notebook"], c["claim"]) for r in rows for c in r.get("claims", []) if not c["holds"]]
-    if broken and args.profile == "lecture":
-        print("Claims that do not hold in the lecture profile:", *[f"  {nb}: {claim}" for nb, claim in broken],
-              sep="\n", file=sys.stderr)
-    elif broken:
-        print(f"{len(broken)} claims do not hold in the quick profile (expected: its runs are tiny; not enforced).")
-    return 1 if failed or (broken and args.profile == "lecture") else 0
-
+    return verdict(rows, args.profile)
 
 if __name__ == "__main__":
     sys.exit(main())
