@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Python caches compiled modules in .venv's __pycache__ folders. Some machines set
+# PYTHONDONTWRITEBYTECODE (this 2-core test machine does), so every process (test workers, kernels, torchrun ranks) compiled torch anew: ~2 s each.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: env lab test test-py test-nbs sync-check browser course course-cold bench checkpoints lock clean release autograde
 
