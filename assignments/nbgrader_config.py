@@ -22,11 +22,8 @@ c.Exchange.root = str(here / "exchange")
 # TLCOURSE_CELL_TIMEOUT overrides it (the grading test uses a few seconds to check the limit quickly).
 c.Execute.timeout = int(os.environ.get("TLCOURSE_CELL_TIMEOUT", "120"))
 c.Execute.interrupt_on_timeout = True
-# students never need more than two threads on the course's tiny models; more only makes two graders fight
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Nothing here sets environment variables: JupyterLab loads this file too (for the nbgrader extension), and what it
+# set would reach every kernel of the course. Headless grading sets its own in tools/grading.py.
 
 # the student's stub in place of every solution region
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

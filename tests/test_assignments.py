@@ -181,3 +181,14 @@ def test_release_has_no_solution_or_hidden_test(path, releases):
         f"{name}: every answer cell of the release must hold the student's stub"
     source_tests = sum(is_autograded_test(c) for c in load(path)["cells"])
     assert sum(is_autograded_test(c) for c in nb["cells"]) == source_tests, f"{name}: the release lost test cells"
+
+
+def test_loading_the_config_leaves_the_environment_alone(monkeypatch):
+    """JupyterLab loads nbgrader_config.py for the nbgrader extension: a variable it set (Agg, one thread) would reach
+    every kernel of `make lab`, so lectures would show no figure and run on one thread."""
+    from traitlets.config.loader import PyFileConfigLoader
+    for name in ("OMP_NUM_THREADS", "MPLBACKEND", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    PyFileConfigLoader("nbgrader_config.py", path=str(COURSE)).load_config()
+    assert dict(os.environ) == before

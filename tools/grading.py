@@ -19,6 +19,10 @@ def _api(course: Path, timeout: int | None = None):
     config_file = course / "nbgrader_config.py"
     if not config_file.exists():
         sys.exit(f"{course} has no nbgrader_config.py: point --course at the course folder (the repo's assignments/).")
+    # graders run headless and offline, one thread per kernel (the course's models are tiny; more threads only make two
+    # graders fight); set here, not in nbgrader_config.py, which JupyterLab also loads for every course kernel
+    for name, value in dict(OMP_NUM_THREADS="1", MPLBACKEND="Agg", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1").items():
+        os.environ.setdefault(name, value)
     # nbgrader runs the `alembic` command of its own environment to create the gradebook: put that environment first
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     from traitlets.config.loader import PyFileConfigLoader

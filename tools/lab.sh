@@ -9,9 +9,7 @@ export JUPYTER_RUNTIME_DIR=${JUPYTER_RUNTIME_DIR:-$PWD/.cache/jupyter-runtime}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # nbgrader's Lab extension (Formgrader, Validate) finds the course's config in assignments/ through Jupyter's config path
 export JUPYTER_CONFIG_PATH="$PWD/assignments${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
-# Notebooks opened in Lab draw their figures inline. Set it here: the server loads assignments/nbgrader_config.py (for
-# the extension above), which sets MPLBACKEND=Agg for headless grading unless it is already set, and every kernel
-# started by the server would inherit Agg and show no figure at all (found by tests/test_browser.py).
+# Notebooks opened in Lab draw their figures inline, whatever MPLBACKEND the calling shell has (Agg in a test run).
 export MPLBACKEND=module://matplotlib_inline.backend_inline
 mkdir -p "$JUPYTER_RUNTIME_DIR"
 extra=()
