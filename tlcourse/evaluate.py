@@ -9,7 +9,7 @@ import json, math, os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'experiment_profile', 'ExperimentSizes', 'experiment_sizes', 'Claims', 'tune', 'label_efficiency', 'summarize_runs', 'plot_label_efficiency', 'transfer_gain', 'curve_summary', 'learning_curve', 'steps_to_target', 'area_under_curve', 'log_uniform', 'uniform', 'sample_settings', 'random_search', 'paired_comparison', 'stratified_folds', 'cross_validate', 'ablation_configurations', 'ablate']
+__all__ = ['PROFILES', 'experiment_profile', 'ExperimentSizes', 'experiment_sizes', 'Claims', 'tune', 'label_efficiency', 'summarize_runs', 'label_budget_axis', 'plot_label_efficiency', 'transfer_gain', 'curve_summary', 'learning_curve', 'steps_to_target', 'area_under_curve', 'log_uniform', 'uniform', 'sample_settings', 'random_search', 'paired_comparison', 'stratified_folds', 'cross_validate', 'ablation_configurations', 'ablate']
 
 # %% ../nbs/03_evaluate.ipynb #34b675a3
 PROFILES = ("lecture", "quick")
@@ -217,6 +217,12 @@ def summarize_runs(results, by=("method", "n"), value: str = "accuracy"):
     summary["ci95"] = (t * summary["std"] / summary["count"] ** 0.5).fillna(0.0)
     return summary
 
+def label_budget_axis(ax, budgets):
+    "An x axis of labelled examples per class: log scale, ticked at the `budgets` measured."
+    budgets = sorted(budgets)
+    ax.set_xscale("log"); ax.set_xticks(budgets, [str(b) for b in budgets]); ax.minorticks_off()
+    ax.set_xlabel("labelled examples per class"); ax.grid(alpha=0.3)
+
 def plot_label_efficiency(results, ax=None, title: str = None, value: str = "accuracy"):
     "Mean `value` against labels per class (log scale), one line per method, with 95% interval error bars."
     import matplotlib.pyplot as plt
@@ -224,9 +230,8 @@ def plot_label_efficiency(results, ax=None, title: str = None, value: str = "acc
     summary = summarize_runs(results, value=value)
     for name, rows in summary.groupby("method", sort=False):
         ax.errorbar(rows["n"], rows["mean"], yerr=rows["ci95"], marker="o", capsize=3, label=name)
-    ax.set_xscale("log"); ax.set_xlabel("labelled examples per class"); ax.set_ylabel(value)
-    ax.set_xticks(sorted(results["n"].unique())); ax.set_xticklabels(sorted(results["n"].unique()))
-    ax.grid(alpha=0.3); ax.legend(); ax.set_title(title or "")
+    label_budget_axis(ax, results["n"].unique())
+    ax.set_ylabel(value); ax.legend(); ax.set_title(title or "")
     return ax
 
 # %% ../nbs/10_why_transfer.ipynb #93736278

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64, io, math
 
 # %% auto #0
-__all__ = ['SCHEDULE_KINDS', 'render_view', 'Explorer', 'explorer', 'tagged', 'label_budget_axis', 'schedule_view', 'probe_layer_view', 'learning_curve_view', 'surgical_view', 'lora_layer_shapes', 'lora_trainable', 'lora_view']
+__all__ = ['SCHEDULE_KINDS', 'render_view', 'Explorer', 'explorer', 'tagged', 'schedule_view', 'probe_layer_view', 'learning_curve_view', 'surgical_view', 'lora_layer_shapes', 'lora_trainable', 'lora_view']
 
 # %% ../nbs/07_explore.ipynb #e07a0006
 def render_view(result) -> dict:
@@ -106,12 +106,6 @@ def tagged(artist, gid: str):
     artist.set_gid(gid)
     return artist
 
-def label_budget_axis(ax, budgets):
-    "An x axis of labelled examples per class: log scale, ticked at the `budgets` measured."
-    budgets = sorted(budgets)
-    ax.set_xscale("log"); ax.set_xticks(budgets, [str(b) for b in budgets]); ax.minorticks_off()
-    ax.set_xlabel("labelled examples per class"); ax.grid(alpha=0.3)
-
 # %% ../nbs/07_explore.ipynb #e07a0011
 SCHEDULE_KINDS = ("constant", "warm-up + cosine", "one-cycle", "slanted triangular")
 
@@ -155,7 +149,7 @@ def probe_layer_view(results, layer: str):
     interval over seeds, and every seed as a dot; the other layers' means in grey behind it. `results` is
     `label_efficiency`'s table (method, n, seed, accuracy) with one method per layer."""
     import matplotlib.pyplot as plt
-    from tlcourse.evaluate import summarize_runs
+    from tlcourse.evaluate import summarize_runs, label_budget_axis
     layers = list(dict.fromkeys(results["method"]))
     if layer not in layers: raise ValueError(f"Unknown layer {layer!r}; the layers probed are {layers}.")
     summary = summarize_runs(results)
@@ -179,7 +173,7 @@ def learning_curve_view(results, methods, budget):
     it). Left: each method of `methods` as mean accuracy with a 95% interval over seeds against labels per class, the
     label `budget` marked. Right: at that budget, every seed's accuracy and the mean with its interval, per method."""
     import matplotlib.pyplot as plt
-    from tlcourse.evaluate import summarize_runs
+    from tlcourse.evaluate import summarize_runs, label_budget_axis
     methods = [methods] if isinstance(methods, str) else list(methods)
     known = list(dict.fromkeys(results["method"]))
     unknown = [m for m in methods if m not in known]
